@@ -1,0 +1,55 @@
+//! Application state and the one function that builds the router, used by `main` and tests.
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::auth::{ApiKeyService, Authenticator, JwtVerifier};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::http::metrics::Metrics;
+use crate::store::Store;
+
+struct Inner {
+    config: Config,
+    store: Store,
+    auth: Authenticator,
+    engine: Arc<dyn Engine>,
+    metrics: Metrics,
+}
+
+/// Everything a handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    pub fn new(config: Config, store: Store, engine: Arc<dyn Engine>) -> Self {
+        let auth = Authenticator { jwt: config.jwt().map(JwtVerifier::new), keys: ApiKeyService::new(store.clone()) };
+        AppState(Arc::new(Inner { config, store, auth, engine, metrics: Metrics::new() }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    pub fn auth(&self) -> &Authenticator {
+        &self.0.auth
+    }
+
+    pub fn engine(&self) -> &dyn Engine {
+        self.0.engine.as_ref()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    crate::http::router(state)
+}

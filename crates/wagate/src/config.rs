@@ -1,0 +1,207 @@
+//! Typed configuration, loaded once from an optional TOML file and `WAGATE_*` variables
+//! (variables win), and validated before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::JwtConfig;
+
+/// Every setting, with its default. Each key is also read from `WAGATE_<KEY>` (upper case).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: String,
+    /// Folder for the SQLite file, the admin key and engine state.
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; empty means `sqlite://<data_dir>/wagate.db`.
+    pub database_url: String,
+    /// Pool size.
+    pub database_max_connections: u32,
+    /// The frontend's JWKS URL; empty disables login JWTs (API keys only).
+    pub jwks_url: String,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub jwt_claim_sub: String,
+    pub jwt_claim_org: String,
+    pub jwt_claim_org_role: String,
+    pub jwt_claim_role: String,
+    /// Minimum seconds between two JWKS fetches caused by unknown key ids.
+    pub jwks_refresh_interval_secs: u64,
+    /// Seconds a fetched JWKS is trusted before it is fetched again.
+    pub jwks_max_age_secs: u64,
+    /// Largest accepted request body, bytes.
+    pub body_limit_bytes: usize,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Default send rate limits of new sessions.
+    pub default_rate_per_min: i64,
+    pub default_rate_per_hour: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            database_url: String::new(),
+            database_max_connections: 8,
+            jwks_url: String::new(),
+            jwt_issuer: String::new(),
+            jwt_audience: String::new(),
+            jwt_claim_sub: "sub".into(),
+            jwt_claim_org: "activeOrganizationId".into(),
+            jwt_claim_org_role: "orgRole".into(),
+            jwt_claim_role: "role".into(),
+            jwks_refresh_interval_secs: 30,
+            jwks_max_age_secs: 600,
+            body_limit_bytes: 1024 * 1024,
+            log_format: "text".into(),
+            default_rate_per_min: 20,
+            default_rate_per_hour: 600,
+        }
+    }
+}
+
+/// A setting that stops the start, named.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Defaults, then the TOML file (if any), then `WAGATE_*` variables; then validation.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(ConfigError(format!("config file {} does not exist", f.display())));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        // Only variables naming a setting are read, so WAGATE_TEST_* and the like are ignored.
+        let known: Vec<String> = serde_json::to_value(Config::default())
+            .ok()
+            .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect()))
+            .unwrap_or_default();
+        fig = fig.merge(Env::prefixed("WAGATE_").filter(move |k| known.iter().any(|n| k.as_str().eq_ignore_ascii_case(n))));
+        let cfg: Config = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return err(format!("listen (WAGATE_LISTEN): `{}` is not an address like 127.0.0.1:8080", self.listen));
+        }
+        let db = self.database_url();
+        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            return err(format!("database_url (WAGATE_DATABASE_URL): `{db}` must start with sqlite:// or postgres://"));
+        }
+        if self.database_max_connections == 0 {
+            return err("database_max_connections (WAGATE_DATABASE_MAX_CONNECTIONS) must be at least 1".into());
+        }
+        if !self.jwks_url.is_empty() {
+            match url::Url::parse(&self.jwks_url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => return err(format!("jwks_url (WAGATE_JWKS_URL): `{}` is not an http(s) URL", self.jwks_url)),
+            }
+            if self.jwt_issuer.is_empty() {
+                return err("jwt_issuer (WAGATE_JWT_ISSUER) is required when jwks_url is set".into());
+            }
+            if self.jwt_audience.is_empty() {
+                return err("jwt_audience (WAGATE_JWT_AUDIENCE) is required when jwks_url is set".into());
+            }
+        }
+        for (name, v) in [
+            ("jwt_claim_sub", &self.jwt_claim_sub),
+            ("jwt_claim_org", &self.jwt_claim_org),
+            ("jwt_claim_org_role", &self.jwt_claim_org_role),
+            ("jwt_claim_role", &self.jwt_claim_role),
+        ] {
+            if v.trim().is_empty() {
+                return err(format!("{name} (WAGATE_{}) must not be empty", name.to_uppercase()));
+            }
+        }
+        if self.body_limit_bytes < 1024 {
+            return err("body_limit_bytes (WAGATE_BODY_LIMIT_BYTES) must be at least 1024".into());
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return err(format!("log_format (WAGATE_LOG_FORMAT): `{}` must be text or json", self.log_format));
+        }
+        if self.default_rate_per_min < 1 || self.default_rate_per_hour < 1 {
+            return err("default_rate_per_min and default_rate_per_hour must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The database URL with the SQLite default filled in.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("wagate.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.parse().expect("validated at load")
+    }
+
+    pub fn jwt(&self) -> Option<JwtConfig> {
+        (!self.jwks_url.is_empty()).then(|| JwtConfig {
+            jwks_url: self.jwks_url.clone(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            claim_sub: self.jwt_claim_sub.clone(),
+            claim_org: self.jwt_claim_org.clone(),
+            claim_org_role: self.jwt_claim_org_role.clone(),
+            claim_role: self.jwt_claim_role.clone(),
+            refresh_interval: Duration::from_secs(self.jwks_refresh_interval_secs),
+            max_age: Duration::from_secs(self.jwks_max_age_secs.max(1)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_sqlite() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.database_url(), "sqlite://./data/wagate.db");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let c = Config { listen: "nope".into(), ..Config::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("WAGATE_LISTEN"));
+        let c = Config { database_url: "mysql://x".into(), ..Config::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("WAGATE_DATABASE_URL"));
+        let c = Config { jwks_url: "https://id.example/jwks".into(), ..Config::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("WAGATE_JWT_ISSUER"));
+    }
+
+    #[test]
+    fn env_and_file_are_read() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("w.toml", "listen = \"127.0.0.1:9000\"\nbody_limit_bytes = 4096")?;
+            jail.set_env("WAGATE_BODY_LIMIT_BYTES", "8192");
+            jail.set_env("WAGATE_TEST_SOMETHING", "ignored");
+            let c = Config::load(Some(Path::new("w.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen, "127.0.0.1:9000");
+            assert_eq!(c.body_limit_bytes, 8192);
+            jail.set_env("WAGATE_BODY_LIMIT_BYTES", "lots");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("body_limit_bytes"), "{e}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,178 @@
+//! WhatsApp addresses (JIDs) as the API accepts them.
+//!
+//! Accepted forms: `<digits>@s.whatsapp.net` (a person by phone number; the legacy `@c.us`
+//! is normalised to it), `<digits>@lid` (a person by privacy id), `<digits>@g.us` or
+//! `<digits>-<digits>@g.us` (a group), `<digits>@newsletter`, `<digits>@broadcast` and
+//! `status@broadcast`. A device suffix (`:12`) or agent (`.0`) is accepted and dropped by
+//! [`Jid::parse_user`], the parser for addresses of people reported by WhatsApp.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Server {
+    User,
+    Lid,
+    Group,
+    Newsletter,
+    Broadcast,
+}
+
+impl Server {
+    fn suffix(self) -> &'static str {
+        match self {
+            Server::User => "s.whatsapp.net",
+            Server::Lid => "lid",
+            Server::Group => "g.us",
+            Server::Newsletter => "newsletter",
+            Server::Broadcast => "broadcast",
+        }
+    }
+}
+
+/// What kind of conversation a chat JID names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatKind {
+    Dm,
+    Group,
+    Newsletter,
+    Broadcast,
+    Status,
+}
+
+impl ChatKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatKind::Dm => "dm",
+            ChatKind::Group => "group",
+            ChatKind::Newsletter => "newsletter",
+            ChatKind::Broadcast => "broadcast",
+            ChatKind::Status => "status",
+        }
+    }
+}
+
+/// A validated, normalised JID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Jid {
+    user: String,
+    server: Server,
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl Jid {
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn server(&self) -> Server {
+        self.server
+    }
+
+    pub fn phone(digits: &str) -> Self {
+        Jid { user: digits.to_owned(), server: Server::User }
+    }
+
+    pub fn is_person(&self) -> bool {
+        matches!(self.server, Server::User | Server::Lid)
+    }
+
+    pub fn is_lid(&self) -> bool {
+        self.server == Server::Lid
+    }
+
+    pub fn is_phone(&self) -> bool {
+        self.server == Server::User
+    }
+
+    pub fn is_group(&self) -> bool {
+        self.server == Server::Group
+    }
+
+    pub fn chat_kind(&self) -> ChatKind {
+        match self.server {
+            Server::User | Server::Lid => ChatKind::Dm,
+            Server::Group => ChatKind::Group,
+            Server::Newsletter => ChatKind::Newsletter,
+            Server::Broadcast if self.user == "status" => ChatKind::Status,
+            Server::Broadcast => ChatKind::Broadcast,
+        }
+    }
+
+    /// Parses the address of a person or chat as WhatsApp reports it, dropping any device or
+    /// agent part (`123:4@s.whatsapp.net` → `123@s.whatsapp.net`).
+    pub fn parse_user(s: &str) -> Result<Self, String> {
+        let (user, server) = s.split_once('@').ok_or_else(|| format!("`{s}` is not a JID (missing @)"))?;
+        let user = user.split(':').next().unwrap_or(user);
+        let user = user.split('.').next().unwrap_or(user);
+        format!("{user}@{server}").parse()
+    }
+}
+
+impl FromStr for Jid {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not a valid chat JID (expected e.g. 6281234567890@s.whatsapp.net or 123-456@g.us)");
+        let (user, server) = s.trim().split_once('@').ok_or_else(bad)?;
+        let server = match server.to_ascii_lowercase().as_str() {
+            "s.whatsapp.net" | "c.us" => Server::User,
+            "lid" => Server::Lid,
+            "g.us" => Server::Group,
+            "newsletter" => Server::Newsletter,
+            "broadcast" => Server::Broadcast,
+            _ => return Err(bad()),
+        };
+        let ok = match server {
+            Server::User | Server::Lid | Server::Newsletter => all_digits(user),
+            Server::Group => match user.split_once('-') {
+                Some((a, b)) => all_digits(a) && all_digits(b),
+                None => all_digits(user),
+            },
+            Server::Broadcast => user == "status" || all_digits(user),
+        };
+        if !ok {
+            return Err(bad());
+        }
+        Ok(Jid { user: user.to_owned(), server })
+    }
+}
+
+impl fmt::Display for Jid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.user, self.server.suffix())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_kind() {
+        let j: Jid = "6281234567890@s.whatsapp.net".parse().unwrap();
+        assert_eq!(j.chat_kind(), ChatKind::Dm);
+        assert!(j.is_phone());
+        assert_eq!("6281234567890@c.us".parse::<Jid>().unwrap(), j);
+        assert_eq!("12345-67890@g.us".parse::<Jid>().unwrap().chat_kind(), ChatKind::Group);
+        assert_eq!("120363012345@g.us".parse::<Jid>().unwrap().chat_kind(), ChatKind::Group);
+        assert!("205227043110953@lid".parse::<Jid>().unwrap().is_lid());
+        assert_eq!("status@broadcast".parse::<Jid>().unwrap().chat_kind(), ChatKind::Status);
+        assert_eq!("1203@newsletter".parse::<Jid>().unwrap().chat_kind(), ChatKind::Newsletter);
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for bad in ["", "abc", "abc@s.whatsapp.net", "123@example.com", "@g.us", "1-2-3@g.us", "12:3@s.whatsapp.net", "status@g.us"] {
+            assert!(bad.parse::<Jid>().is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn parse_user_drops_device() {
+        assert_eq!(Jid::parse_user("123:7@s.whatsapp.net").unwrap().to_string(), "123@s.whatsapp.net");
+        assert_eq!(Jid::parse_user("99.0:1@lid").unwrap().to_string(), "99@lid");
+    }
+}

@@ -1,0 +1,51 @@
+//! Session ids are ULIDs.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(ulid::Ulid);
+
+impl SessionId {
+    pub fn new() -> Self {
+        SessionId(ulid::Ulid::new())
+    }
+}
+
+impl Default for SessionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Canonical ULIDs are 26 Crockford base32 characters; accept any case.
+        if s.len() != 26 {
+            return Err("a session id is a 26-character ULID".into());
+        }
+        ulid::Ulid::from_string(s).map(SessionId).map_err(|_| "a session id is a 26-character ULID".into())
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_junk() {
+        let id = SessionId::new();
+        assert_eq!(id.to_string().parse::<SessionId>().unwrap(), id);
+        assert_eq!(id.to_string().to_lowercase().parse::<SessionId>().unwrap(), id);
+        assert!("sess_01HZX".parse::<SessionId>().is_err());
+        assert!("".parse::<SessionId>().is_err());
+        assert!("ZZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<SessionId>().is_err());
+    }
+}

@@ -1,0 +1,114 @@
+//! The seam between the gateway and a live WhatsApp connection.
+//!
+//! The HTTP layer talks to WhatsApp only through [`Engine`] (session lifecycle and pairing)
+//! and [`LiveClient`] (actions on a connected session). The engine reports what happens on the
+//! connection by calling the store's ingest operations. [`OfflineEngine`] is what a gateway
+//! without a WhatsApp connection has: no client, so every live call answers 501.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::{Jid, Phone, SessionId};
+use crate::store::SessionRecord;
+
+/// Why a live call could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// There is no connected client for the session (→ 501 `not_implemented`).
+    #[error("the session has no connected WhatsApp client")]
+    NotConnected,
+    /// The call conflicts with the session's state (→ 409 `conflict`).
+    #[error("{0}")]
+    Conflict(String),
+    /// WhatsApp did not answer or refused (→ 503 `gateway_unavailable`).
+    #[error("{0}")]
+    Upstream(String),
+}
+
+/// The typing indicator states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatPresence {
+    Composing,
+    Recording,
+    Paused,
+}
+
+/// The answer of a number lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnWhatsApp {
+    pub registered: bool,
+    /// The account's JID when registered.
+    pub jid: Option<Jid>,
+}
+
+/// A QR code waiting to be scanned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QrCode {
+    /// The text to encode in the QR image.
+    pub code: String,
+    /// When WhatsApp rotates it, epoch ms.
+    pub expires_at: i64,
+}
+
+/// Live actions on one connected session.
+#[async_trait]
+pub trait LiveClient: Send + Sync {
+    async fn send_chat_presence(&self, chat: &Jid, state: ChatPresence) -> Result<(), EngineError>;
+    async fn is_on_whatsapp(&self, phone: &Phone) -> Result<OnWhatsApp, EngineError>;
+}
+
+/// Runs sessions' WhatsApp connections.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// Starts connecting a session (showing QR codes when it is not paired yet).
+    async fn start(&self, session: &SessionRecord) -> Result<(), EngineError>;
+    /// Disconnects a session, keeping its pairing. Stopping a session that does not run is fine.
+    async fn stop(&self, session: &SessionId) -> Result<(), EngineError>;
+    /// Unlinks the device from the phone and forgets the pairing.
+    async fn logout(&self, session: &SessionId) -> Result<(), EngineError>;
+    /// The QR code currently shown for pairing.
+    async fn qr(&self, session: &SessionId) -> Result<QrCode, EngineError>;
+    /// Asks WhatsApp for an 8-character code to link by phone number instead of QR.
+    async fn pairing_code(&self, session: &SessionId, phone: &Phone) -> Result<String, EngineError>;
+    /// The connected client of a session, if it has one.
+    fn client(&self, session: &SessionId) -> Option<Arc<dyn LiveClient>>;
+}
+
+/// A gateway without WhatsApp connectivity: nothing is ever connected.
+#[derive(Debug, Default)]
+pub struct OfflineEngine;
+
+#[async_trait]
+impl Engine for OfflineEngine {
+    async fn start(&self, _: &SessionRecord) -> Result<(), EngineError> {
+        Err(EngineError::NotConnected)
+    }
+    async fn stop(&self, _: &SessionId) -> Result<(), EngineError> {
+        Ok(())
+    }
+    async fn logout(&self, _: &SessionId) -> Result<(), EngineError> {
+        Err(EngineError::NotConnected)
+    }
+    async fn qr(&self, _: &SessionId) -> Result<QrCode, EngineError> {
+        Err(EngineError::NotConnected)
+    }
+    async fn pairing_code(&self, _: &SessionId, _: &Phone) -> Result<String, EngineError> {
+        Err(EngineError::NotConnected)
+    }
+    fn client(&self, _: &SessionId) -> Option<Arc<dyn LiveClient>> {
+        None
+    }
+}
+
+impl From<EngineError> for crate::error::ApiError {
+    fn from(e: EngineError) -> Self {
+        use crate::error::ApiError;
+        match e {
+            EngineError::NotConnected => ApiError::no_client(),
+            EngineError::Conflict(m) => ApiError::Conflict(m),
+            EngineError::Upstream(m) => ApiError::Unavailable(m),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! `/api/v1/api-keys...`: keys for scripts and services.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::extract::{JsonBody, PathParams};
+use super::models::{ApiKey, ApiKeyList, CreatedApiKey};
+use crate::app::AppState;
+use crate::auth::{Auth, CapManage};
+use crate::domain::{now_ms, CapSet, Capability};
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+
+/// A key to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// What the key is for, e.g. "CRM sync".
+    pub name: String,
+    /// The capabilities the key carries; never more than the caller holds.
+    pub capabilities: Vec<Capability>,
+    /// When the key stops working (epoch ms); omit for a key that does not expire.
+    pub expires_at: Option<i64>,
+}
+
+/// GET /api/v1/api-keys — the organization's keys.
+#[utoipa::path(
+    get, path = "/api-keys", tag = "api-keys",
+    summary = "List API keys",
+    description = "The organization's API keys, revoked ones included, without their secrets. Needs `manage`.",
+    responses(
+        (status = 200, description = "The keys.", body = ApiKeyList),
+        (status = 403, description = "The caller lacks `manage`.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_keys(auth: Auth<CapManage>, State(st): State<AppState>) -> ApiResult<Json<ApiKeyList>> {
+    let keys = st.store().list_api_keys(&auth.org_id).await?;
+    Ok(Json(ApiKeyList { data: keys.into_iter().map(ApiKey::from).collect() }))
+}
+
+/// POST /api/v1/api-keys — create a key; the secret is in this answer only.
+#[utoipa::path(
+    post, path = "/api-keys", tag = "api-keys",
+    summary = "Create an API key",
+    description = "Creates a key for the caller's organization. The answer holds the secret `key`, which is not \
+shown again. A key cannot carry a capability its creator lacks (403). Needs `manage`.",
+    request_body = CreateApiKey,
+    responses(
+        (status = 201, description = "Created.", body = CreatedApiKey),
+        (status = 403, description = "Lacking `manage`, or asking for more than the caller holds.", body = ErrorEnvelope),
+        (status = 422, description = "Invalid body.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_key(auth: Auth<CapManage>, State(st): State<AppState>, JsonBody(body): JsonBody<CreateApiKey>) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::bad_body(Some("name"), "1 to 100 characters"));
+    }
+    let caps: CapSet = body.capabilities.iter().copied().collect();
+    if caps.is_empty() {
+        return Err(ApiError::bad_body(Some("capabilities"), "at least one of read, send, manage, events"));
+    }
+    if body.expires_at.is_some_and(|e| e <= now_ms()) {
+        return Err(ApiError::bad_body(Some("expiresAt"), "must be in the future"));
+    }
+    if !caps.is_subset_of(auth.caps) {
+        return Err(ApiError::Forbidden("a key cannot carry capabilities its creator does not hold".into()));
+    }
+    let (rec, key) = st.auth().keys.create(&auth.org_id, name, caps, body.expires_at, Some(auth.label())).await?;
+    Ok((StatusCode::CREATED, Json(CreatedApiKey { meta: rec.into(), key })))
+}
+
+/// DELETE /api/v1/api-keys/{id} — revoke a key.
+#[utoipa::path(
+    delete, path = "/api-keys/{id}", tag = "api-keys",
+    summary = "Revoke an API key",
+    description = "The key stops working at once; it stays listed with `revokedAt`. 204 with an empty body. \
+Needs `manage`.",
+    params(("id" = String, Path, description = "The key's id.")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 404, description = "No such key in the caller's organization.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke_key(auth: Auth<CapManage>, State(st): State<AppState>, path: PathParams) -> ApiResult<StatusCode> {
+    let id = path.text("id")?;
+    match st.store().revoke_api_key(Some(&auth.org_id), id).await? {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(ApiError::not_found("API key")),
+    }
+}

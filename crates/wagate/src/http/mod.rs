@@ -1,0 +1,179 @@
+//! The HTTP API: the route table, middleware, and one module per resource.
+//!
+//! Routes are registered through `utoipa_axum::routes!`, so a handler and its OpenAPI entry
+//! cannot drift apart; the document is served at `/api/v1/openapi.json`.
+
+pub mod api_keys;
+pub mod chats;
+pub mod contacts;
+pub mod extract;
+pub mod metrics;
+pub mod models;
+pub mod sessions;
+pub mod system;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::domain::SessionId;
+use crate::error::{ApiError, ApiResult};
+use crate::store::SessionRecord;
+
+/// The session `sid` if the caller's organization owns it; 404 otherwise (never 403).
+pub async fn owned_session(st: &AppState, caller: &Caller, sid: &SessionId) -> ApiResult<SessionRecord> {
+    st.store().get_session(&caller.org_id, sid).await?.ok_or_else(ApiError::session_not_found)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wagate",
+        description = "Self-hosted, multi-tenant WhatsApp gateway. Every endpoint under /api/v1 takes \
+`Authorization: Bearer <token>` with either a login JWT from the frontend (verified against its JWKS) or an \
+organization API key (`wag_...`, also accepted as `X-Api-Key`). Errors always have the body \
+`{\"error\": {\"code\", \"message\", \"details\"}}`. Times are epoch milliseconds."
+    ),
+    servers((url = "/api/v1")),
+    paths(sessions::start_doc, sessions::stop_doc, sessions::restart_doc, sessions::logout_doc),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "sessions", description = "Attach and control WhatsApp numbers."),
+        (name = "chats", description = "The stored copy of chats and messages, and chat actions."),
+        (name = "contacts", description = "People a session has seen, and number checks."),
+        (name = "api-keys", description = "Keys for scripts and services."),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A login JWT minted by the frontend (organization and role read from its claims), or an API key \
+(`wag_...`) carrying a fixed set of capabilities.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The `/api/v1` routes and their OpenAPI document.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(sessions::list_sessions, sessions::create_session))
+        .routes(routes!(sessions::get_session, sessions::update_session, sessions::delete_session))
+        .route("/sessions/{sid_action}", post(sessions::session_action))
+        .routes(routes!(sessions::get_qr))
+        .routes(routes!(sessions::pairing_code))
+        .routes(routes!(sessions::get_me))
+        .routes(routes!(chats::list_chats))
+        .routes(routes!(chats::get_chat, chats::patch_chat, chats::delete_chat))
+        .routes(routes!(chats::mark_read))
+        .routes(routes!(chats::set_presence))
+        .routes(routes!(chats::list_messages))
+        .routes(routes!(contacts::list_contacts))
+        .routes(routes!(contacts::check_number))
+        .routes(routes!(api_keys::list_keys, api_keys::create_key))
+        .routes(routes!(api_keys::revoke_key))
+        .split_for_parts()
+}
+
+/// The full OpenAPI document (API routes under `/api/v1`, plus the system endpoints).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = api();
+    // Paths are documented relative to the `/api/v1` server; the system endpoints sit at the root.
+    let (_, sys) = OpenApiRouter::<AppState>::new()
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
+        .routes(routes!(system::metrics))
+        .split_for_parts();
+    let mut paths = utoipa::openapi::path::Paths::new();
+    for (p, item) in doc.paths.paths {
+        paths.paths.insert(format!("/api/v1{p}"), item);
+    }
+    for (p, item) in sys.paths.paths {
+        paths.paths.insert(p, item);
+    }
+    doc.paths = paths;
+    doc.servers = None;
+    doc
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("this method is not allowed on this route".into())
+}
+
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic".into());
+    ApiError::Internal(anyhow::anyhow!("handler panicked: {msg}")).into_response()
+}
+
+/// Builds the application: routes, fallbacks and middleware.
+pub fn router(state: AppState) -> Router {
+    let (api, _) = api();
+    let doc = Arc::new(openapi());
+    let request_id = HeaderName::from_static("x-request-id");
+    let body_limit = state.config().body_limit_bytes;
+
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/api/v1/openapi.json", get(move || {
+            let doc = doc.clone();
+            async move { Json(doc.as_ref().clone()) }
+        }))
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/metrics", get(system::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|req: &Request<_>| {
+                            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                        })
+                        .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO))
+                        .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::ERROR)),
+                )
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(CatchPanicLayer::custom(panic_response)),
+        )
+}

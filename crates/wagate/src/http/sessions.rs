@@ -1,0 +1,395 @@
+//! `/api/v1/sessions...`: attach, inspect and control WhatsApp numbers.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::extract::{JsonBody, PathParams, QueryMap};
+use super::models::{Session, SessionList};
+use super::owned_session;
+use crate::app::AppState;
+use crate::auth::{Auth, CapManage};
+use crate::domain::{Phone, SessionId};
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::store::{NewSession, SessionPatch, SessionStatus};
+
+/// Settings of a new session.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateSession {
+    /// A name for people, e.g. "Support line".
+    pub label: Option<String>,
+    /// Mark incoming messages read on WhatsApp automatically (default false).
+    pub auto_read: Option<bool>,
+    /// Show "typing…" before each message sent through the API (default false).
+    pub presence_typing: Option<bool>,
+    /// Messages per minute this session may send (default from the configuration).
+    pub rate_per_min: Option<i64>,
+    /// Messages per hour this session may send (default from the configuration).
+    pub rate_per_hour: Option<i64>,
+}
+
+fn check_settings(label: Option<&str>, per_min: Option<i64>, per_hour: Option<i64>) -> ApiResult<()> {
+    if label.is_some_and(|l| l.chars().count() > 200) {
+        return Err(ApiError::bad_body(Some("label"), "at most 200 characters"));
+    }
+    if per_min.is_some_and(|v| !(1..=10_000).contains(&v)) {
+        return Err(ApiError::bad_body(Some("ratePerMin"), "must be between 1 and 10000"));
+    }
+    if per_hour.is_some_and(|v| !(1..=1_000_000).contains(&v)) {
+        return Err(ApiError::bad_body(Some("ratePerHour"), "must be between 1 and 1000000"));
+    }
+    Ok(())
+}
+
+/// POST /api/v1/sessions — create a session (not started).
+#[utoipa::path(
+    post, path = "/sessions", tag = "sessions",
+    summary = "Create a session",
+    description = "Creates a session for the caller's organization in status `stopped`. Start it with \
+`POST /sessions/{sid}:start`, then pair it by QR code or pairing code. Needs `manage`.",
+    request_body = CreateSession,
+    responses(
+        (status = 201, description = "Created.", body = Session),
+        (status = 403, description = "The caller lacks `manage`.", body = ErrorEnvelope),
+        (status = 422, description = "Invalid settings.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_session(auth: Auth<CapManage>, State(st): State<AppState>, JsonBody(body): JsonBody<CreateSession>) -> ApiResult<(StatusCode, Json<Session>)> {
+    check_settings(body.label.as_deref(), body.rate_per_min, body.rate_per_hour)?;
+    let cfg = st.config();
+    let rec = st
+        .store()
+        .create_session(NewSession {
+            org_id: auth.org_id.clone(),
+            label: body.label,
+            auto_read: body.auto_read.unwrap_or(false),
+            presence_typing: body.presence_typing.unwrap_or(false),
+            rate_per_min: body.rate_per_min.unwrap_or(cfg.default_rate_per_min),
+            rate_per_hour: body.rate_per_hour.unwrap_or(cfg.default_rate_per_hour),
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(rec.into())))
+}
+
+/// GET /api/v1/sessions — the organization's sessions.
+#[utoipa::path(
+    get, path = "/sessions", tag = "sessions",
+    summary = "List sessions",
+    description = "Every session of the caller's organization, oldest first. Needs `manage`.",
+    responses(
+        (status = 200, description = "The sessions.", body = SessionList),
+        (status = 403, description = "The caller lacks `manage`.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_sessions(auth: Auth<CapManage>, State(st): State<AppState>) -> ApiResult<Json<SessionList>> {
+    let rows = st.store().list_sessions(&auth.org_id).await?;
+    Ok(Json(SessionList { data: rows.into_iter().map(Session::from).collect() }))
+}
+
+/// GET /api/v1/sessions/{sid} — one session.
+#[utoipa::path(
+    get, path = "/sessions/{sid}", tag = "sessions",
+    summary = "Get a session",
+    description = "The session's status, account and settings. Needs `manage`.",
+    params(("sid" = String, Path, description = "Session id (ULID).")),
+    responses(
+        (status = 200, description = "The session.", body = Session),
+        (status = 400, description = "Malformed session id.", body = ErrorEnvelope),
+        (status = 403, description = "The caller lacks `manage`.", body = ErrorEnvelope),
+        (status = 404, description = "Unknown session or another organization's.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_session(auth: Auth<CapManage>, State(st): State<AppState>, path: PathParams) -> ApiResult<Json<Session>> {
+    let sid = path.session()?;
+    Ok(Json(owned_session(&st, &auth, &sid).await?.into()))
+}
+
+/// Settings to change; omitted fields stay as they are.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateSession {
+    /// New label; `null` removes it.
+    #[serde(default, deserialize_with = "some_value")]
+    #[schema(value_type = Option<String>)]
+    pub label: Option<Option<String>>,
+    pub auto_read: Option<bool>,
+    pub presence_typing: Option<bool>,
+    pub rate_per_min: Option<i64>,
+    pub rate_per_hour: Option<i64>,
+}
+
+fn some_value<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// PATCH /api/v1/sessions/{sid} — change a session's settings.
+#[utoipa::path(
+    patch, path = "/sessions/{sid}", tag = "sessions",
+    summary = "Update a session's settings",
+    description = "Partial update of label, auto-read, typing indicator and rate limits. Needs `manage`.",
+    params(("sid" = String, Path, description = "Session id (ULID).")),
+    request_body = UpdateSession,
+    responses(
+        (status = 200, description = "The updated session.", body = Session),
+        (status = 404, description = "Unknown session.", body = ErrorEnvelope),
+        (status = 422, description = "Invalid settings.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update_session(auth: Auth<CapManage>, State(st): State<AppState>, path: PathParams, JsonBody(body): JsonBody<UpdateSession>) -> ApiResult<Json<Session>> {
+    let sid = path.session()?;
+    check_settings(body.label.clone().flatten().as_deref(), body.rate_per_min, body.rate_per_hour)?;
+    let patch = SessionPatch {
+        label: body.label,
+        auto_read: body.auto_read,
+        presence_typing: body.presence_typing,
+        rate_per_min: body.rate_per_min,
+        rate_per_hour: body.rate_per_hour,
+    };
+    let rec = st.store().update_session(&auth.org_id, &sid, patch).await?.ok_or_else(ApiError::session_not_found)?;
+    Ok(Json(rec.into()))
+}
+
+/// DELETE /api/v1/sessions/{sid} — stop a session and delete everything stored for it.
+#[utoipa::path(
+    delete, path = "/sessions/{sid}", tag = "sessions",
+    summary = "Delete a session",
+    description = "Disconnects the session if it runs and deletes it with its stored chats, messages and contacts. \
+The device stays linked on the phone unless the session was logged out first. 204 with an empty body. Needs `manage`.",
+    params(("sid" = String, Path, description = "Session id (ULID).")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "Unknown session or another organization's.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_session(auth: Auth<CapManage>, State(st): State<AppState>, path: PathParams) -> ApiResult<StatusCode> {
+    let sid = path.session()?;
+    owned_session(&st, &auth, &sid).await?;
+    st.engine().stop(&sid).await?;
+    if st.store().delete_session(&auth.org_id, &sid).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::session_not_found())
+    }
+}
+
+/// A lifecycle action named after the colon in `POST /sessions/{sid}:<action>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Start,
+    Stop,
+    Restart,
+    Logout,
+}
+
+/// POST /api/v1/sessions/{sid}:{action} — start, stop, restart or log out a session.
+///
+/// Routed as one handler because the router cannot match a suffix after a path parameter.
+pub async fn session_action(auth: Auth<CapManage>, State(st): State<AppState>, path: PathParams) -> ApiResult<Json<Session>> {
+    let raw = path.text("sid_action")?;
+    let Some((sid_raw, action_raw)) = raw.split_once(':') else {
+        return Err(ApiError::MethodNotAllowed("POST is not allowed here; use POST /sessions/{sid}:start|stop|restart|logout".into()));
+    };
+    let action = match action_raw {
+        "start" => Action::Start,
+        "stop" => Action::Stop,
+        "restart" => Action::Restart,
+        "logout" => Action::Logout,
+        _ => return Err(ApiError::NotFound(format!("unknown session action `{action_raw}` (start, stop, restart, logout)"))),
+    };
+    let sid: SessionId = super::extract::session_id(sid_raw)?;
+    let session = owned_session(&st, &auth, &sid).await?;
+    let store = st.store();
+    match action {
+        Action::Start => {
+            if session.status().is_active() {
+                return Err(ApiError::Conflict(format!("the session is already {}", session.status().as_str())));
+            }
+            st.engine().start(&session).await?;
+            store.set_session_status(&sid, SessionStatus::Starting).await?;
+        }
+        Action::Stop => {
+            st.engine().stop(&sid).await?;
+            store.set_session_status(&sid, SessionStatus::Stopped).await?;
+        }
+        Action::Restart => {
+            st.engine().stop(&sid).await?;
+            store.set_session_status(&sid, SessionStatus::Stopped).await?;
+            st.engine().start(&session).await?;
+            store.set_session_status(&sid, SessionStatus::Starting).await?;
+        }
+        Action::Logout => {
+            st.engine().logout(&sid).await?;
+            store.set_session_status(&sid, SessionStatus::LoggedOut).await?;
+        }
+    }
+    let rec = owned_session(&st, &auth, &sid).await?;
+    Ok(Json(rec.into()))
+}
+
+macro_rules! action_doc {
+    ($fn:ident, $path:literal, $summary:literal, $desc:literal) => {
+        #[utoipa::path(
+            post, path = $path, tag = "sessions", summary = $summary, description = $desc,
+            params(("sid" = String, Path, description = "Session id (ULID).")),
+            responses(
+                (status = 200, description = "The session after the action.", body = Session),
+                (status = 404, description = "Unknown session or another organization's.", body = ErrorEnvelope),
+                (status = 409, description = "The action does not fit the session's state.", body = ErrorEnvelope),
+                (status = 501, description = "No WhatsApp connection can be made by this gateway for the session.", body = ErrorEnvelope),
+            ),
+            security(("bearer" = []))
+        )]
+        #[allow(dead_code)]
+        pub(crate) fn $fn() {}
+    };
+}
+action_doc!(start_doc, "/sessions/{sid}:start", "Start a session",
+    "Connects the session to WhatsApp; an unpaired session then shows QR codes (`GET /sessions/{sid}/qr`). 409 when it already runs. Needs `manage`.");
+action_doc!(stop_doc, "/sessions/{sid}:stop", "Stop a session",
+    "Disconnects the session and keeps its pairing, so a later start logs in without scanning. Stopping a stopped session is harmless. Needs `manage`.");
+action_doc!(restart_doc, "/sessions/{sid}:restart", "Restart a session",
+    "Stops then starts the session's connection. Needs `manage`.");
+action_doc!(logout_doc, "/sessions/{sid}:logout", "Log a session out",
+    "Unlinks this device from the phone; the next start needs a new pairing. Stored data is kept. Needs `manage`.");
+
+/// The QR code to scan with the phone.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Qr {
+    /// Text to encode in a QR image (WhatsApp's pairing payload).
+    pub qr: String,
+    /// When WhatsApp replaces this code (epoch ms); fetch again after it.
+    pub expires_at: i64,
+}
+
+/// GET /api/v1/sessions/{sid}/qr — the current pairing QR code.
+#[utoipa::path(
+    get, path = "/sessions/{sid}/qr", tag = "sessions",
+    summary = "Get the pairing QR code",
+    description = "While a started session waits to be paired, returns the QR payload and when it expires. With \
+`format=svg` the answer is an SVG image to show directly. 409 when the session is not waiting for a scan. \
+Needs `manage`.",
+    params(
+        ("sid" = String, Path, description = "Session id (ULID)."),
+        ("format" = Option<String>, Query, description = "`json` (default) or `svg`."),
+    ),
+    responses(
+        (status = 200, description = "The QR code.", body = Qr, content_type = "application/json"),
+        (status = 400, description = "Unknown format.", body = ErrorEnvelope),
+        (status = 404, description = "Unknown session.", body = ErrorEnvelope),
+        (status = 409, description = "The session is not waiting for a QR scan.", body = ErrorEnvelope),
+        (status = 501, description = "This gateway has no WhatsApp connection for the session.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_qr(auth: Auth<CapManage>, State(st): State<AppState>, path: PathParams, q: QueryMap) -> ApiResult<Response> {
+    let sid = path.session()?;
+    let svg = match q.get("format").unwrap_or("json") {
+        "json" | "" => false,
+        "svg" => true,
+        other => return Err(ApiError::bad_parameter("format", format!("`{other}` is not json or svg"))),
+    };
+    owned_session(&st, &auth, &sid).await?;
+    let qr = st.engine().qr(&sid).await?;
+    if svg {
+        let code = qrcode::QrCode::new(qr.code.as_bytes()).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
+        let image = code.render::<qrcode::render::svg::Color>().min_dimensions(256, 256).build();
+        return Ok(([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")], image).into_response());
+    }
+    Ok(Json(Qr { qr: qr.code, expires_at: qr.expires_at }).into_response())
+}
+
+/// The phone number to link.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PairingCodeRequest {
+    /// The number of the phone to link, country code first.
+    #[schema(example = "6281234567890")]
+    pub phone: String,
+}
+
+/// The code to type on the phone.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PairingCode {
+    /// Eight characters, entered on the phone under Linked devices → Link with phone number.
+    #[schema(example = "ABCD1234")]
+    pub code: String,
+}
+
+/// POST /api/v1/sessions/{sid}/pairing-code — link by phone number instead of QR.
+#[utoipa::path(
+    post, path = "/sessions/{sid}/pairing-code", tag = "sessions",
+    summary = "Request a pairing code",
+    description = "For a started, unpaired session: asks WhatsApp for a code that links the device when typed on \
+the phone with that number. Needs `manage`.",
+    params(("sid" = String, Path, description = "Session id (ULID).")),
+    request_body = PairingCodeRequest,
+    responses(
+        (status = 200, description = "The code.", body = PairingCode),
+        (status = 404, description = "Unknown session.", body = ErrorEnvelope),
+        (status = 409, description = "The session is not waiting to be paired.", body = ErrorEnvelope),
+        (status = 422, description = "`phone` missing or not a plausible international number.", body = ErrorEnvelope),
+        (status = 501, description = "This gateway has no WhatsApp connection for the session.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn pairing_code(auth: Auth<CapManage>, State(st): State<AppState>, path: PathParams, JsonBody(body): JsonBody<PairingCodeRequest>) -> ApiResult<Json<PairingCode>> {
+    let sid = path.session()?;
+    let phone: Phone = body.phone.parse().map_err(|m: String| ApiError::bad_body(Some("phone"), m))?;
+    owned_session(&st, &auth, &sid).await?;
+    let code = st.engine().pairing_code(&sid, &phone).await?;
+    Ok(Json(PairingCode { code }))
+}
+
+/// The WhatsApp account a session is paired with.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    /// The account's phone-number JID.
+    pub jid: Option<String>,
+    /// The account's LID.
+    pub lid: Option<String>,
+    pub phone_number: Option<String>,
+    /// The account's own display name.
+    pub push_name: Option<String>,
+    /// Whether the session is connected right now.
+    pub connected: bool,
+}
+
+/// GET /api/v1/sessions/{sid}/me — the paired account.
+#[utoipa::path(
+    get, path = "/sessions/{sid}/me", tag = "sessions",
+    summary = "Get the paired account",
+    description = "The WhatsApp account the session is linked to, as last reported by WhatsApp. 409 when the session \
+has never been paired. Needs `manage`.",
+    params(("sid" = String, Path, description = "Session id (ULID).")),
+    responses(
+        (status = 200, description = "The account.", body = Me),
+        (status = 404, description = "Unknown session.", body = ErrorEnvelope),
+        (status = 409, description = "The session is not paired.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_me(auth: Auth<CapManage>, State(st): State<AppState>, path: PathParams) -> ApiResult<Json<Me>> {
+    let sid = path.session()?;
+    let s = owned_session(&st, &auth, &sid).await?;
+    if s.wa_jid.is_none() && s.wa_lid.is_none() {
+        return Err(ApiError::Conflict("the session is not paired with a WhatsApp account".into()));
+    }
+    Ok(Json(Me {
+        jid: s.wa_jid,
+        lid: s.wa_lid,
+        phone_number: s.phone_number,
+        push_name: s.push_name,
+        connected: st.engine().client(&sid).is_some(),
+    }))
+}
