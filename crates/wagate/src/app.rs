@@ -24,8 +24,17 @@ pub struct AppState(Arc<Inner>);
 
 impl AppState {
     pub fn new(config: Config, store: Store, engine: Arc<dyn Engine>) -> Self {
-        let auth = Authenticator { jwt: config.jwt().map(JwtVerifier::new), keys: ApiKeyService::new(store.clone()) };
-        AppState(Arc::new(Inner { config, store, auth, engine, metrics: Metrics::new() }))
+        let auth = Authenticator {
+            jwt: config.jwt().map(JwtVerifier::new),
+            keys: ApiKeyService::new(store.clone()),
+        };
+        AppState(Arc::new(Inner {
+            config,
+            store,
+            auth,
+            engine,
+            metrics: Metrics::new(),
+        }))
     }
 
     pub fn config(&self) -> &Config {

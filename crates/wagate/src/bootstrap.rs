@@ -19,12 +19,24 @@ pub async fn ensure_admin_key(store: &Store, data_dir: &Path) -> anyhow::Result<
         return Ok(None);
     }
     // Several nodes may start at once on one PostgreSQL database: only the claim's winner creates.
-    if !store.meta_claim(CLAIM, &crate::domain::now_ms().to_string()).await? {
+    if !store
+        .meta_claim(CLAIM, &crate::domain::now_ms().to_string())
+        .await?
+    {
         return Ok(None);
     }
     let keys = ApiKeyService::new(store.clone());
-    let (_, secret) = keys.create(DEFAULT_ORG, "admin (first start)", CapSet::all(), None, Some("bootstrap".into())).await?;
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let (_, secret) = keys
+        .create(
+            DEFAULT_ORG,
+            "admin (first start)",
+            CapSet::all(),
+            None,
+            Some("bootstrap".into()),
+        )
+        .await?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let path = data_dir.join("admin-key");
     write_private(&path, &format!("{secret}\n"))?;
     Ok(Some(path))
@@ -38,7 +50,9 @@ fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

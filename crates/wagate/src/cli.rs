@@ -14,7 +14,11 @@ use crate::engine::OfflineEngine;
 use crate::store::Store;
 
 #[derive(Debug, Parser)]
-#[command(name = "wagate", version, about = "Self-hosted multi-tenant WhatsApp gateway")]
+#[command(
+    name = "wagate",
+    version,
+    about = "Self-hosted multi-tenant WhatsApp gateway"
+)]
 pub struct Cli {
     /// TOML configuration file (settings there are overridden by WAGATE_* variables).
     #[arg(long, global = true, env = "WAGATE_CONFIG")]
@@ -63,8 +67,14 @@ pub enum KeysCommand {
 pub fn init_tracing(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("WAGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if cfg.log_format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if cfg.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
@@ -94,9 +104,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let addr = cfg.listen_addr();
     let state = AppState::new(cfg, store.clone(), Arc::new(OfflineEngine));
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "wagate listening");
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     store.close().await;
     Ok(())
 }
@@ -107,7 +121,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -120,13 +135,26 @@ async fn shutdown_signal() {
 async fn keys(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
     match cmd {
-        KeysCommand::Create { org, caps, name, expires_in } => {
+        KeysCommand::Create {
+            org,
+            caps,
+            name,
+            expires_in,
+        } => {
             let caps = CapSet::parse_list(&caps).map_err(anyhow::Error::msg)?;
-            anyhow::ensure!(!caps.is_empty(), "--caps needs at least one of read,send,manage,events");
+            anyhow::ensure!(
+                !caps.is_empty(),
+                "--caps needs at least one of read,send,manage,events"
+            );
             anyhow::ensure!(!org.trim().is_empty(), "--org must not be empty");
             let expires = expires_in.map(|d| now_ms() + d as i64 * 86_400_000);
-            let (rec, secret) = ApiKeyService::new(store.clone()).create(&org, &name, caps, expires, Some("cli".into())).await?;
-            println!("id: {}  org: {}  caps: {}", rec.id, rec.org_id, rec.capabilities);
+            let (rec, secret) = ApiKeyService::new(store.clone())
+                .create(&org, &name, caps, expires, Some("cli".into()))
+                .await?;
+            println!(
+                "id: {}  org: {}  caps: {}",
+                rec.id, rec.org_id, rec.capabilities
+            );
             println!("{secret}");
         }
         KeysCommand::List { org } => {
@@ -138,7 +166,10 @@ async fn keys(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
                 } else {
                     "active"
                 };
-                println!("{}\t{}\t{}\t{}\t{}", k.id, k.key_prefix, k.capabilities, state, k.name);
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    k.id, k.key_prefix, k.capabilities, state, k.name
+                );
             }
         }
         KeysCommand::Revoke { id } => match store.revoke_api_key(None, &id).await? {

@@ -15,10 +15,16 @@ use utoipa::ToSchema;
 pub enum ApiError {
     /// A path or query parameter is missing or malformed (400).
     #[error("{message}")]
-    BadParameter { message: String, details: Map<String, Value> },
+    BadParameter {
+        message: String,
+        details: Map<String, Value>,
+    },
     /// The request body is malformed JSON or has invalid fields (422).
     #[error("{message}")]
-    BadBody { message: String, details: Map<String, Value> },
+    BadBody {
+        message: String,
+        details: Map<String, Value>,
+    },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -32,7 +38,10 @@ pub enum ApiError {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{message}")]
-    RateLimited { message: String, retry_after_secs: u64 },
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     NotImplemented(String),
     #[error("{0}")]
@@ -50,7 +59,10 @@ impl ApiError {
         let message = message.into();
         let mut details = Map::new();
         details.insert(field.to_owned(), Value::String(message.clone()));
-        ApiError::BadParameter { message: format!("invalid parameter `{field}`: {message}"), details }
+        ApiError::BadParameter {
+            message: format!("invalid parameter `{field}`: {message}"),
+            details,
+        }
     }
 
     pub fn bad_body(field: Option<&str>, message: impl Into<String>) -> Self {
@@ -63,7 +75,10 @@ impl ApiError {
             }
             None => format!("invalid request body: {message}"),
         };
-        ApiError::BadBody { message: text, details }
+        ApiError::BadBody {
+            message: text,
+            details,
+        }
     }
 
     pub fn not_found(what: &str) -> Self {
@@ -152,9 +167,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let (message, details) = match &self {
-            ApiError::BadParameter { message, details } | ApiError::BadBody { message, details } => {
-                (message.clone(), details.clone())
-            }
+            ApiError::BadParameter { message, details }
+            | ApiError::BadBody { message, details } => (message.clone(), details.clone()),
             ApiError::Internal(cause) => {
                 tracing::error!(error = %format!("{cause:#}"), "request failed");
                 ("internal server error".to_owned(), Map::new())
@@ -162,10 +176,17 @@ impl IntoResponse for ApiError {
             other => (other.to_string(), Map::new()),
         };
         let body = ErrorEnvelope {
-            error: ErrorBody { code: self.code().to_owned(), message, details },
+            error: ErrorBody {
+                code: self.code().to_owned(),
+                message,
+                details,
+            },
         };
         let mut resp = (status, axum::Json(body)).into_response();
-        if let ApiError::RateLimited { retry_after_secs, .. } = self {
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
             if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }

@@ -39,7 +39,10 @@ pub struct ApiKeyService {
 
 impl ApiKeyService {
     pub fn new(store: Store) -> Self {
-        ApiKeyService { store, touched: Mutex::new(HashMap::new()) }
+        ApiKeyService {
+            store,
+            touched: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Creates a key; returns its record and the secret (shown once, never stored).
@@ -73,20 +76,31 @@ impl ApiKeyService {
     pub async fn verify(&self, presented: &str) -> Result<Caller, ApiError> {
         let invalid = || ApiError::Unauthorized("invalid API key".into());
         let hash = hash_key(presented);
-        let rec = self.store.find_api_key_by_hash(&hash).await?.ok_or_else(invalid)?;
+        let rec = self
+            .store
+            .find_api_key_by_hash(&hash)
+            .await?
+            .ok_or_else(invalid)?;
         if !bool::from(rec.key_hash.as_bytes().ct_eq(hash.as_bytes())) {
             return Err(invalid());
         }
         let now = now_ms();
         if rec.revoked_at.is_some() {
-            return Err(ApiError::Unauthorized("this API key has been revoked".into()));
+            return Err(ApiError::Unauthorized(
+                "this API key has been revoked".into(),
+            ));
         }
         if rec.expires_at.is_some_and(|e| e <= now) {
             return Err(ApiError::Unauthorized("this API key has expired".into()));
         }
-        let caps = CapSet::parse_list(&rec.capabilities).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
+        let caps = CapSet::parse_list(&rec.capabilities)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
         self.touch(&rec.id, rec.last_used_at, now);
-        Ok(Caller { org_id: rec.org_id, caps, principal: Principal::ApiKey { id: rec.id } })
+        Ok(Caller {
+            org_id: rec.org_id,
+            caps,
+            principal: Principal::ApiKey { id: rec.id },
+        })
     }
 
     /// Records the last use in the background, at most once a minute per key.

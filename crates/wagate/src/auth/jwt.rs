@@ -58,7 +58,11 @@ impl JwtVerifier {
         JwtVerifier {
             cfg,
             http,
-            keys: RwLock::new(KeySet { keys: HashMap::new(), only: None, fetched_at: None }),
+            keys: RwLock::new(KeySet {
+                keys: HashMap::new(),
+                only: None,
+                fetched_at: None,
+            }),
             last_fetch: Mutex::new(None),
         }
     }
@@ -72,12 +76,21 @@ impl JwtVerifier {
         *last = Some(Instant::now());
         match self.fetch().await {
             Ok(set) => *self.keys.write().await = set,
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), url = %self.cfg.jwks_url, "JWKS fetch failed"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), url = %self.cfg.jwks_url, "JWKS fetch failed")
+            }
         }
     }
 
     async fn fetch(&self) -> anyhow::Result<KeySet> {
-        let set: JwkSet = self.http.get(&self.cfg.jwks_url).send().await?.error_for_status()?.json().await?;
+        let set: JwkSet = self
+            .http
+            .get(&self.cfg.jwks_url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
         let mut keys = HashMap::new();
         let mut all = Vec::new();
         for jwk in &set.keys {
@@ -88,11 +101,17 @@ impl JwtVerifier {
                     }
                     all.push(k);
                 }
-                Err(e) => tracing::warn!(error = %e, kid = ?jwk.common.key_id, "skipping a JWKS key the gateway cannot use"),
+                Err(e) => {
+                    tracing::warn!(error = %e, kid = ?jwk.common.key_id, "skipping a JWKS key the gateway cannot use")
+                }
             }
         }
         let only = if all.len() == 1 { all.pop() } else { None };
-        Ok(KeySet { keys, only, fetched_at: Some(Instant::now()) })
+        Ok(KeySet {
+            keys,
+            only,
+            fetched_at: Some(Instant::now()),
+        })
     }
 
     async fn key_for(&self, kid: Option<&str>) -> Option<DecodingKey> {
@@ -102,7 +121,9 @@ impl JwtVerifier {
         };
         {
             let set = self.keys.read().await;
-            let fresh = set.fetched_at.is_some_and(|t| t.elapsed() < self.cfg.max_age);
+            let fresh = set
+                .fetched_at
+                .is_some_and(|t| t.elapsed() < self.cfg.max_age);
             if fresh {
                 if let Some(k) = lookup(&set) {
                     return Some(k);
@@ -115,12 +136,20 @@ impl JwtVerifier {
 
     /// Verifies a token and maps its claims to a caller.
     pub async fn verify(&self, token: &str) -> Result<Caller, ApiError> {
-        let unauthorized = |why: &str| ApiError::Unauthorized(format!("invalid login token: {why}"));
-        let header = jsonwebtoken::decode_header(token).map_err(|_| unauthorized("unreadable or unsupported header"))?;
-        if !matches!(header.alg, Algorithm::EdDSA | Algorithm::ES256 | Algorithm::RS256) {
+        let unauthorized =
+            |why: &str| ApiError::Unauthorized(format!("invalid login token: {why}"));
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| unauthorized("unreadable or unsupported header"))?;
+        if !matches!(
+            header.alg,
+            Algorithm::EdDSA | Algorithm::ES256 | Algorithm::RS256
+        ) {
             return Err(unauthorized("the algorithm must be EdDSA, ES256 or RS256"));
         }
-        let key = self.key_for(header.kid.as_deref()).await.ok_or_else(|| unauthorized("unknown signing key"))?;
+        let key = self
+            .key_for(header.kid.as_deref())
+            .await
+            .ok_or_else(|| unauthorized("unknown signing key"))?;
         let mut v = Validation::new(header.alg);
         v.algorithms = vec![header.alg];
         v.set_issuer(&[&self.cfg.issuer]);
@@ -128,29 +157,36 @@ impl JwtVerifier {
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
         v.validate_nbf = true;
         v.leeway = 30;
-        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &v).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind::*;
-            match e.kind() {
-                ExpiredSignature => unauthorized("expired"),
-                ImmatureSignature => unauthorized("not valid yet (nbf)"),
-                InvalidIssuer => unauthorized("wrong issuer"),
-                InvalidAudience => unauthorized("wrong audience"),
-                MissingRequiredClaim(c) => unauthorized(&format!("missing claim `{c}`")),
-                _ => unauthorized("bad signature or claims"),
-            }
-        })?;
+        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &v)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind::*;
+                match e.kind() {
+                    ExpiredSignature => unauthorized("expired"),
+                    ImmatureSignature => unauthorized("not valid yet (nbf)"),
+                    InvalidIssuer => unauthorized("wrong issuer"),
+                    InvalidAudience => unauthorized("wrong audience"),
+                    MissingRequiredClaim(c) => unauthorized(&format!("missing claim `{c}`")),
+                    _ => unauthorized("bad signature or claims"),
+                }
+            })?;
         let claims = data.claims;
         let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
         let sub = text(&self.cfg.claim_sub).ok_or_else(|| unauthorized("missing subject"))?;
         let org = text(&self.cfg.claim_org)
             .filter(|o| !o.is_empty())
-            .ok_or_else(|| ApiError::Forbidden("the login token names no active organization".into()))?;
+            .ok_or_else(|| {
+                ApiError::Forbidden("the login token names no active organization".into())
+            })?;
         let org_role = text(&self.cfg.claim_org_role);
         let caps = caps_for_role(org_role.as_deref());
         Ok(Caller {
             org_id: org,
             caps,
-            principal: Principal::User { id: sub, org_role, platform_role: text(&self.cfg.claim_role) },
+            principal: Principal::User {
+                id: sub,
+                org_role,
+                platform_role: text(&self.cfg.claim_role),
+            },
         })
     }
 }
@@ -173,7 +209,11 @@ mod tests {
         assert_eq!(caps_for_role(Some("owner")), CapSet::all());
         assert_eq!(caps_for_role(Some("admin")), CapSet::all());
         let m = caps_for_role(Some("member"));
-        assert!(m.contains(Capability::Read) && m.contains(Capability::Send) && !m.contains(Capability::Manage));
+        assert!(
+            m.contains(Capability::Read)
+                && m.contains(Capability::Send)
+                && !m.contains(Capability::Manage)
+        );
         assert!(caps_for_role(Some("guest")).is_empty());
         assert!(caps_for_role(None).is_empty());
     }

@@ -10,8 +10,8 @@ pub mod jwt;
 use std::marker::PhantomData;
 
 use axum::extract::{FromRef, FromRequestParts};
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 
 use crate::app::AppState;
 use crate::domain::{CapSet, Capability};
@@ -31,7 +31,11 @@ pub struct Caller {
 #[derive(Debug, Clone)]
 pub enum Principal {
     /// A person logged in through the frontend.
-    User { id: String, org_role: Option<String>, platform_role: Option<String> },
+    User {
+        id: String,
+        org_role: Option<String>,
+        platform_role: Option<String>,
+    },
     /// A script or service holding an API key.
     ApiKey { id: String },
 }
@@ -65,10 +69,14 @@ impl Authenticator {
         if token.split('.').count() == 3 {
             return match &self.jwt {
                 Some(v) => v.verify(token).await,
-                None => Err(ApiError::Unauthorized("login tokens are not accepted: no JWKS is configured".into())),
+                None => Err(ApiError::Unauthorized(
+                    "login tokens are not accepted: no JWKS is configured".into(),
+                )),
             };
         }
-        Err(ApiError::Unauthorized("the token is neither a login JWT nor an API key".into()))
+        Err(ApiError::Unauthorized(
+            "the token is neither a login JWT nor an API key".into(),
+        ))
     }
 }
 
@@ -103,14 +111,22 @@ impl<R: Requirement> std::ops::Deref for Auth<R> {
 
 /// The bearer token of a request: `Authorization: Bearer <t>` or `X-Api-Key: <t>`.
 fn token_of(parts: &Parts) -> Option<&str> {
-    if let Some(v) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let v = v.trim();
         if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
             return Some(v[7..].trim());
         }
         return None;
     }
-    parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    parts
+        .headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 impl<S, R> FromRequestParts<S> for Auth<R>
@@ -124,11 +140,16 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
         let token = token_of(parts).ok_or_else(|| {
-            ApiError::Unauthorized("send `Authorization: Bearer <token>` with a login JWT or an API key".into())
+            ApiError::Unauthorized(
+                "send `Authorization: Bearer <token>` with a login JWT or an API key".into(),
+            )
         })?;
         let caller = state.auth().authenticate(token).await?;
         if !caller.caps.contains(R::CAP) {
-            return Err(ApiError::Forbidden(format!("this endpoint needs the `{}` capability", R::CAP)));
+            return Err(ApiError::Forbidden(format!(
+                "this endpoint needs the `{}` capability",
+                R::CAP
+            )));
         }
         Ok(Auth(caller, PhantomData))
     }

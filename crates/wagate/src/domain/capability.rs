@@ -4,7 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// One permission a caller can hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Capability {
     Read,
@@ -14,7 +16,12 @@ pub enum Capability {
 }
 
 impl Capability {
-    pub const ALL: [Capability; 4] = [Capability::Read, Capability::Send, Capability::Manage, Capability::Events];
+    pub const ALL: [Capability; 4] = [
+        Capability::Read,
+        Capability::Send,
+        Capability::Manage,
+        Capability::Events,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,7 +56,9 @@ impl FromStr for Capability {
             "send" => Ok(Capability::Send),
             "manage" => Ok(Capability::Manage),
             "events" => Ok(Capability::Events),
-            other => Err(format!("unknown capability `{other}` (expected read, send, manage or events)")),
+            other => Err(format!(
+                "unknown capability `{other}` (expected read, send, manage or events)"
+            )),
         }
     }
 }
@@ -76,12 +85,17 @@ impl CapSet {
     }
 
     pub fn iter(self) -> impl Iterator<Item = Capability> {
-        Capability::ALL.into_iter().filter(move |c| self.contains(*c))
+        Capability::ALL
+            .into_iter()
+            .filter(move |c| self.contains(*c))
     }
 
     /// Parses a comma-separated list such as `read,send`.
     pub fn parse_list(s: &str) -> Result<Self, String> {
-        s.split(',').filter(|p| !p.trim().is_empty()).map(str::parse).collect()
+        s.split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(str::parse)
+            .collect()
     }
 }
 

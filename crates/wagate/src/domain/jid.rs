@@ -73,7 +73,10 @@ impl Jid {
     }
 
     pub fn phone(digits: &str) -> Self {
-        Jid { user: digits.to_owned(), server: Server::User }
+        Jid {
+            user: digits.to_owned(),
+            server: Server::User,
+        }
     }
 
     pub fn is_person(&self) -> bool {
@@ -105,7 +108,9 @@ impl Jid {
     /// Parses the address of a person or chat as WhatsApp reports it, dropping any device or
     /// agent part (`123:4@s.whatsapp.net` → `123@s.whatsapp.net`).
     pub fn parse_user(s: &str) -> Result<Self, String> {
-        let (user, server) = s.split_once('@').ok_or_else(|| format!("`{s}` is not a JID (missing @)"))?;
+        let (user, server) = s
+            .split_once('@')
+            .ok_or_else(|| format!("`{s}` is not a JID (missing @)"))?;
         let user = user.split(':').next().unwrap_or(user);
         let user = user.split('.').next().unwrap_or(user);
         format!("{user}@{server}").parse()
@@ -115,7 +120,9 @@ impl Jid {
 impl FromStr for Jid {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("`{s}` is not a valid chat JID (expected e.g. 6281234567890@s.whatsapp.net or 123-456@g.us)");
+        let bad = || {
+            format!("`{s}` is not a valid chat JID (expected e.g. 6281234567890@s.whatsapp.net or 123-456@g.us)")
+        };
         let (user, server) = s.trim().split_once('@').ok_or_else(bad)?;
         let server = match server.to_ascii_lowercase().as_str() {
             "s.whatsapp.net" | "c.us" => Server::User,
@@ -136,7 +143,10 @@ impl FromStr for Jid {
         if !ok {
             return Err(bad());
         }
-        Ok(Jid { user: user.to_owned(), server })
+        Ok(Jid {
+            user: user.to_owned(),
+            server,
+        })
     }
 }
 
@@ -156,23 +166,47 @@ mod tests {
         assert_eq!(j.chat_kind(), ChatKind::Dm);
         assert!(j.is_phone());
         assert_eq!("6281234567890@c.us".parse::<Jid>().unwrap(), j);
-        assert_eq!("12345-67890@g.us".parse::<Jid>().unwrap().chat_kind(), ChatKind::Group);
-        assert_eq!("120363012345@g.us".parse::<Jid>().unwrap().chat_kind(), ChatKind::Group);
+        assert_eq!(
+            "12345-67890@g.us".parse::<Jid>().unwrap().chat_kind(),
+            ChatKind::Group
+        );
+        assert_eq!(
+            "120363012345@g.us".parse::<Jid>().unwrap().chat_kind(),
+            ChatKind::Group
+        );
         assert!("205227043110953@lid".parse::<Jid>().unwrap().is_lid());
-        assert_eq!("status@broadcast".parse::<Jid>().unwrap().chat_kind(), ChatKind::Status);
-        assert_eq!("1203@newsletter".parse::<Jid>().unwrap().chat_kind(), ChatKind::Newsletter);
+        assert_eq!(
+            "status@broadcast".parse::<Jid>().unwrap().chat_kind(),
+            ChatKind::Status
+        );
+        assert_eq!(
+            "1203@newsletter".parse::<Jid>().unwrap().chat_kind(),
+            ChatKind::Newsletter
+        );
     }
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "abc", "abc@s.whatsapp.net", "123@example.com", "@g.us", "1-2-3@g.us", "12:3@s.whatsapp.net", "status@g.us"] {
+        for bad in [
+            "",
+            "abc",
+            "abc@s.whatsapp.net",
+            "123@example.com",
+            "@g.us",
+            "1-2-3@g.us",
+            "12:3@s.whatsapp.net",
+            "status@g.us",
+        ] {
             assert!(bad.parse::<Jid>().is_err(), "{bad} should be rejected");
         }
     }
 
     #[test]
     fn parse_user_drops_device() {
-        assert_eq!(Jid::parse_user("123:7@s.whatsapp.net").unwrap().to_string(), "123@s.whatsapp.net");
+        assert_eq!(
+            Jid::parse_user("123:7@s.whatsapp.net").unwrap().to_string(),
+            "123@s.whatsapp.net"
+        );
         assert_eq!(Jid::parse_user("99.0:1@lid").unwrap().to_string(), "99@lid");
     }
 }

@@ -16,7 +16,9 @@ impl Limit {
         let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
             return Ok(Limit(Self::DEFAULT));
         };
-        let n: i64 = raw.parse().map_err(|_| format!("`{raw}` is not an integer"))?;
+        let n: i64 = raw
+            .parse()
+            .map_err(|_| format!("`{raw}` is not an integer"))?;
         Ok(Limit(match n {
             0 => Self::DEFAULT,
             n if n < 1 => 1,
@@ -64,14 +66,19 @@ impl Cursor {
     /// Decodes a cursor that must be of `kind` with exactly `arity` keys.
     pub fn decode(raw: &str, kind: char, arity: usize) -> Result<Self, String> {
         let bad = || "the cursor is not one this endpoint issued".to_owned();
-        let bytes = URL_SAFE_NO_PAD.decode(raw.trim_end_matches('=')).map_err(|_| bad())?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(raw.trim_end_matches('='))
+            .map_err(|_| bad())?;
         let text = String::from_utf8(bytes).map_err(|_| bad())?;
         let mut parts = text.split(':');
         let tag = parts.next().ok_or_else(bad)?;
         if tag.len() != 1 || !tag.starts_with(kind) {
             return Err(bad());
         }
-        let keys = parts.map(|p| p.parse::<i64>()).collect::<Result<Vec<_>, _>>().map_err(|_| bad())?;
+        let keys = parts
+            .map(|p| p.parse::<i64>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| bad())?;
         if keys.len() != arity {
             return Err(bad());
         }

@@ -24,7 +24,12 @@ impl FromStr for Phone {
             match ch {
                 '0'..='9' => digits.push(ch),
                 ' ' | '-' | '.' | '(' | ')' => {}
-                _ => return Err("a phone number has only digits, optionally a leading + and separators".into()),
+                _ => {
+                    return Err(
+                        "a phone number has only digits, optionally a leading + and separators"
+                            .into(),
+                    )
+                }
             }
         }
         if digits.len() < 7 || digits.len() > 15 {
@@ -49,8 +54,14 @@ mod tests {
 
     #[test]
     fn normalises_and_rejects() {
-        assert_eq!("+62 812-3456-7890".parse::<Phone>().unwrap().digits(), "6281234567890");
-        assert_eq!("6281234567890".parse::<Phone>().unwrap().digits(), "6281234567890");
+        assert_eq!(
+            "+62 812-3456-7890".parse::<Phone>().unwrap().digits(),
+            "6281234567890"
+        );
+        assert_eq!(
+            "6281234567890".parse::<Phone>().unwrap().digits(),
+            "6281234567890"
+        );
         assert!("081234567".parse::<Phone>().is_err());
         assert!("12345".parse::<Phone>().is_err());
         assert!("62812abc".parse::<Phone>().is_err());

@@ -22,10 +22,13 @@ impl FromStr for SessionId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // Canonical ULIDs are 26 Crockford base32 characters; accept any case.
-        if s.len() != 26 {
+        // 26 characters, and the first at most '7' (a larger value does not fit 128 bits).
+        if s.len() != 26 || !matches!(s.as_bytes()[0], b'0'..=b'7') {
             return Err("a session id is a 26-character ULID".into());
         }
-        ulid::Ulid::from_string(s).map(SessionId).map_err(|_| "a session id is a 26-character ULID".into())
+        ulid::Ulid::from_string(s)
+            .map(SessionId)
+            .map_err(|_| "a session id is a 26-character ULID".into())
     }
 }
 
@@ -43,9 +46,13 @@ mod tests {
     fn round_trips_and_rejects_junk() {
         let id = SessionId::new();
         assert_eq!(id.to_string().parse::<SessionId>().unwrap(), id);
-        assert_eq!(id.to_string().to_lowercase().parse::<SessionId>().unwrap(), id);
+        assert_eq!(
+            id.to_string().to_lowercase().parse::<SessionId>().unwrap(),
+            id
+        );
         assert!("sess_01HZX".parse::<SessionId>().is_err());
         assert!("".parse::<SessionId>().is_err());
         assert!("ZZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<SessionId>().is_err());
+        assert!("01UUUUUUUUUUUUUUUUUUUUUUUU".parse::<SessionId>().is_err());
     }
 }

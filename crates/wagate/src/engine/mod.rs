@@ -27,7 +27,9 @@ pub enum EngineError {
 }
 
 /// The typing indicator states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ChatPresence {
     Composing,
@@ -71,7 +73,8 @@ pub trait Engine: Send + Sync + 'static {
     /// The QR code currently shown for pairing.
     async fn qr(&self, session: &SessionId) -> Result<QrCode, EngineError>;
     /// Asks WhatsApp for an 8-character code to link by phone number instead of QR.
-    async fn pairing_code(&self, session: &SessionId, phone: &Phone) -> Result<String, EngineError>;
+    async fn pairing_code(&self, session: &SessionId, phone: &Phone)
+        -> Result<String, EngineError>;
     /// The connected client of a session, if it has one.
     fn client(&self, session: &SessionId) -> Option<Arc<dyn LiveClient>>;
 }

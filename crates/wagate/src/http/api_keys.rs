@@ -36,9 +36,14 @@ pub struct CreateApiKey {
     ),
     security(("bearer" = []))
 )]
-pub async fn list_keys(auth: Auth<CapManage>, State(st): State<AppState>) -> ApiResult<Json<ApiKeyList>> {
+pub async fn list_keys(
+    auth: Auth<CapManage>,
+    State(st): State<AppState>,
+) -> ApiResult<Json<ApiKeyList>> {
     let keys = st.store().list_api_keys(&auth.org_id).await?;
-    Ok(Json(ApiKeyList { data: keys.into_iter().map(ApiKey::from).collect() }))
+    Ok(Json(ApiKeyList {
+        data: keys.into_iter().map(ApiKey::from).collect(),
+    }))
 }
 
 /// POST /api/v1/api-keys — create a key; the secret is in this answer only.
@@ -55,23 +60,51 @@ shown again. A key cannot carry a capability its creator lacks (403). Needs `man
     ),
     security(("bearer" = []))
 )]
-pub async fn create_key(auth: Auth<CapManage>, State(st): State<AppState>, JsonBody(body): JsonBody<CreateApiKey>) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
+pub async fn create_key(
+    auth: Auth<CapManage>,
+    State(st): State<AppState>,
+    JsonBody(body): JsonBody<CreateApiKey>,
+) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::bad_body(Some("name"), "1 to 100 characters"));
     }
     let caps: CapSet = body.capabilities.iter().copied().collect();
     if caps.is_empty() {
-        return Err(ApiError::bad_body(Some("capabilities"), "at least one of read, send, manage, events"));
+        return Err(ApiError::bad_body(
+            Some("capabilities"),
+            "at least one of read, send, manage, events",
+        ));
     }
     if body.expires_at.is_some_and(|e| e <= now_ms()) {
-        return Err(ApiError::bad_body(Some("expiresAt"), "must be in the future"));
+        return Err(ApiError::bad_body(
+            Some("expiresAt"),
+            "must be in the future",
+        ));
     }
     if !caps.is_subset_of(auth.caps) {
-        return Err(ApiError::Forbidden("a key cannot carry capabilities its creator does not hold".into()));
+        return Err(ApiError::Forbidden(
+            "a key cannot carry capabilities its creator does not hold".into(),
+        ));
     }
-    let (rec, key) = st.auth().keys.create(&auth.org_id, name, caps, body.expires_at, Some(auth.label())).await?;
-    Ok((StatusCode::CREATED, Json(CreatedApiKey { meta: rec.into(), key })))
+    let (rec, key) = st
+        .auth()
+        .keys
+        .create(
+            &auth.org_id,
+            name,
+            caps,
+            body.expires_at,
+            Some(auth.label()),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedApiKey {
+            meta: rec.into(),
+            key,
+        }),
+    ))
 }
 
 /// DELETE /api/v1/api-keys/{id} — revoke a key.
@@ -87,7 +120,11 @@ Needs `manage`.",
     ),
     security(("bearer" = []))
 )]
-pub async fn revoke_key(auth: Auth<CapManage>, State(st): State<AppState>, path: PathParams) -> ApiResult<StatusCode> {
+pub async fn revoke_key(
+    auth: Auth<CapManage>,
+    State(st): State<AppState>,
+    path: PathParams,
+) -> ApiResult<StatusCode> {
     let id = path.text("id")?;
     match st.store().revoke_api_key(Some(&auth.org_id), id).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT),

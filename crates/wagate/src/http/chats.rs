@@ -37,13 +37,24 @@ pinned chats first, then by the time of their newest message, newest first. Page
     ),
     security(("bearer" = []))
 )]
-pub async fn list_chats(auth: Auth<CapRead>, State(st): State<AppState>, path: PathParams, q: QueryMap) -> ApiResult<Json<ChatPage>> {
+pub async fn list_chats(
+    auth: Auth<CapRead>,
+    State(st): State<AppState>,
+    path: PathParams,
+    q: QueryMap,
+) -> ApiResult<Json<ChatPage>> {
     let sid = path.session()?;
     let limit = q.limit()?;
     let cursor = q.cursor('c', 3)?;
     let session = owned_session(&st, &auth, &sid).await?;
-    let (rows, next) = st.store().list_chats(&session.id, cursor.as_ref(), limit).await?;
-    Ok(Json(ChatPage { data: rows.into_iter().map(Chat::from).collect(), next_cursor: next.map(|c| c.encode()) }))
+    let (rows, next) = st
+        .store()
+        .list_chats(&session.id, cursor.as_ref(), limit)
+        .await?;
+    Ok(Json(ChatPage {
+        data: rows.into_iter().map(Chat::from).collect(),
+        next_cursor: next.map(|c| c.encode()),
+    }))
 }
 
 /// GET /api/v1/sessions/{sid}/chats/{cid} — one stored chat.
@@ -65,10 +76,18 @@ A direct chat can be addressed by its phone-number JID or by the contact's `@lid
     ),
     security(("bearer" = []))
 )]
-pub async fn get_chat(auth: Auth<CapRead>, State(st): State<AppState>, path: PathParams) -> ApiResult<Json<Chat>> {
+pub async fn get_chat(
+    auth: Auth<CapRead>,
+    State(st): State<AppState>,
+    path: PathParams,
+) -> ApiResult<Json<Chat>> {
     let (sid, cid) = (path.session()?, path.chat()?);
     let session = owned_session(&st, &auth, &sid).await?;
-    let chat = st.store().get_chat(&session.id, &cid).await?.ok_or_else(ApiError::chat_not_found)?;
+    let chat = st
+        .store()
+        .get_chat(&session.id, &cid)
+        .await?
+        .ok_or_else(ApiError::chat_not_found)?;
     Ok(Json(chat.into()))
 }
 
@@ -127,13 +146,26 @@ pub async fn patch_chat(
     let (sid, cid) = (path.session()?, path.chat()?);
     let muted_until = match (body.unmute, body.muted_until) {
         (Some(true), _) => Some(None),
-        (_, Some(Some(v))) if v < 0 => return Err(ApiError::bad_body(Some("mutedUntil"), "must be epoch milliseconds, not negative")),
+        (_, Some(Some(v))) if v < 0 => {
+            return Err(ApiError::bad_body(
+                Some("mutedUntil"),
+                "must be epoch milliseconds, not negative",
+            ))
+        }
         (_, Some(Some(0))) => Some(None),
         (_, other) => other,
     };
     let session = owned_session(&st, &auth, &sid).await?;
-    let patch = ChatPatch { archived: body.archived, pinned: body.pinned, muted_until };
-    let chat = st.store().patch_chat(&session.id, &cid, patch).await?.ok_or_else(ApiError::chat_not_found)?;
+    let patch = ChatPatch {
+        archived: body.archived,
+        pinned: body.pinned,
+        muted_until,
+    };
+    let chat = st
+        .store()
+        .patch_chat(&session.id, &cid, patch)
+        .await?
+        .ok_or_else(ApiError::chat_not_found)?;
     Ok(Json(chat.into()))
 }
 
@@ -155,7 +187,11 @@ activity in the chat brings it back. 204 with an empty body. Needs `send`.",
     ),
     security(("bearer" = []))
 )]
-pub async fn delete_chat(auth: Auth<CapSend>, State(st): State<AppState>, path: PathParams) -> ApiResult<StatusCode> {
+pub async fn delete_chat(
+    auth: Auth<CapSend>,
+    State(st): State<AppState>,
+    path: PathParams,
+) -> ApiResult<StatusCode> {
     let (sid, cid) = (path.session()?, path.chat()?);
     let session = owned_session(&st, &auth, &sid).await?;
     if st.store().delete_chat(&session.id, &cid).await? {
@@ -183,10 +219,18 @@ are sent to WhatsApp. Calling it again is harmless and returns the same chat. Ne
     ),
     security(("bearer" = []))
 )]
-pub async fn mark_read(auth: Auth<CapSend>, State(st): State<AppState>, path: PathParams) -> ApiResult<Json<Chat>> {
+pub async fn mark_read(
+    auth: Auth<CapSend>,
+    State(st): State<AppState>,
+    path: PathParams,
+) -> ApiResult<Json<Chat>> {
     let (sid, cid) = (path.session()?, path.chat()?);
     let session = owned_session(&st, &auth, &sid).await?;
-    let chat = st.store().mark_chat_read(&session.id, &cid).await?.ok_or_else(ApiError::chat_not_found)?;
+    let chat = st
+        .store()
+        .mark_chat_read(&session.id, &cid)
+        .await?
+        .ok_or_else(ApiError::chat_not_found)?;
     Ok(Json(chat.into()))
 }
 
@@ -254,15 +298,30 @@ pages. Needs `read`.",
     ),
     security(("bearer" = []))
 )]
-pub async fn list_messages(auth: Auth<CapRead>, State(st): State<AppState>, path: PathParams, q: QueryMap) -> ApiResult<Json<MessagePage>> {
+pub async fn list_messages(
+    auth: Auth<CapRead>,
+    State(st): State<AppState>,
+    path: PathParams,
+    q: QueryMap,
+) -> ApiResult<Json<MessagePage>> {
     let (sid, cid) = (path.session()?, path.chat()?);
     let limit = q.limit()?;
     let cursor = q.cursor('m', 2)?;
     let session = owned_session(&st, &auth, &sid).await?;
-    let chat = st.store().get_chat(&session.id, &cid).await?.ok_or_else(ApiError::chat_not_found)?;
-    let (rows, next) = st.store().list_messages(chat.id, cursor.as_ref(), limit).await?;
+    let chat = st
+        .store()
+        .get_chat(&session.id, &cid)
+        .await?
+        .ok_or_else(ApiError::chat_not_found)?;
+    let (rows, next) = st
+        .store()
+        .list_messages(chat.id, cursor.as_ref(), limit)
+        .await?;
     Ok(Json(MessagePage {
-        data: rows.into_iter().map(|m| Message::from_record(m, &chat.jid)).collect(),
+        data: rows
+            .into_iter()
+            .map(|m| Message::from_record(m, &chat.jid))
+            .collect(),
         next_cursor: next.map(|c| c.encode()),
     }))
 }

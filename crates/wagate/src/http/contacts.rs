@@ -36,7 +36,12 @@ person. `nextCursor` is an empty string on the last page. Needs `read`.",
     ),
     security(("bearer" = []))
 )]
-pub async fn list_contacts(auth: Auth<CapRead>, State(st): State<AppState>, path: PathParams, q: QueryMap) -> ApiResult<Json<ContactPage>> {
+pub async fn list_contacts(
+    auth: Auth<CapRead>,
+    State(st): State<AppState>,
+    path: PathParams,
+    q: QueryMap,
+) -> ApiResult<Json<ContactPage>> {
     let sid = path.session()?;
     let limit = q.limit()?;
     let cursor = q.cursor('p', 1)?;
@@ -44,25 +49,46 @@ pub async fn list_contacts(auth: Auth<CapRead>, State(st): State<AppState>, path
         None => None,
         Some("dm") => Some(ContactSource::Dm),
         Some("group") => Some(ContactSource::Group),
-        Some(other) => return Err(ApiError::bad_parameter("source", format!("`{other}` is not one of dm, group"))),
+        Some(other) => {
+            return Err(ApiError::bad_parameter(
+                "source",
+                format!("`{other}` is not one of dm, group"),
+            ))
+        }
     };
     let group = match q.get("group").filter(|s| !s.is_empty()) {
         None => None,
         Some(raw) => {
-            let jid: Jid = raw.parse().map_err(|m: String| ApiError::bad_parameter("group", m))?;
+            let jid: Jid = raw
+                .parse()
+                .map_err(|m: String| ApiError::bad_parameter("group", m))?;
             if !jid.is_group() {
-                return Err(ApiError::bad_parameter("group", format!("`{raw}` is not a group JID (…@g.us)")));
+                return Err(ApiError::bad_parameter(
+                    "group",
+                    format!("`{raw}` is not a group JID (…@g.us)"),
+                ));
             }
             Some(jid)
         }
     };
-    let text = q.get("q").map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+    let text = q
+        .get("q")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
     if text.as_ref().is_some_and(|t| t.chars().count() > 100) {
         return Err(ApiError::bad_parameter("q", "at most 100 characters"));
     }
     let session = owned_session(&st, &auth, &sid).await?;
-    let filter = ContactFilter { source, group, q: text };
-    let (rows, next) = st.store().list_contacts(&session.id, &filter, cursor.as_ref(), limit).await?;
+    let filter = ContactFilter {
+        source,
+        group,
+        q: text,
+    };
+    let (rows, next) = st
+        .store()
+        .list_contacts(&session.id, &filter, cursor.as_ref(), limit)
+        .await?;
     Ok(Json(ContactPage {
         data: rows.into_iter().map(Contact::from).collect(),
         next_cursor: next.map(|c| c.encode()).unwrap_or_default(),
@@ -89,16 +115,29 @@ no connected client. Needs `read`.",
     ),
     security(("bearer" = []))
 )]
-pub async fn check_number(auth: Auth<CapRead>, State(st): State<AppState>, path: PathParams, q: QueryMap) -> ApiResult<Json<OnWhatsApp>> {
+pub async fn check_number(
+    auth: Auth<CapRead>,
+    State(st): State<AppState>,
+    path: PathParams,
+    q: QueryMap,
+) -> ApiResult<Json<OnWhatsApp>> {
     let sid = path.session()?;
-    let raw = q.get("phone").filter(|p| !p.trim().is_empty()).ok_or_else(|| ApiError::bad_parameter("phone", "required"))?;
-    let phone: Phone = raw.parse().map_err(|m: String| ApiError::bad_parameter("phone", m))?;
+    let raw = q
+        .get("phone")
+        .filter(|p| !p.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_parameter("phone", "required"))?;
+    let phone: Phone = raw
+        .parse()
+        .map_err(|m: String| ApiError::bad_parameter("phone", m))?;
     owned_session(&st, &auth, &sid).await?;
     let client = st.engine().client(&sid).ok_or_else(ApiError::no_client)?;
     let answer = client.is_on_whatsapp(&phone).await?;
     Ok(Json(OnWhatsApp {
         query: raw.to_owned(),
         is_on_whatsapp: answer.registered,
-        jid: answer.jid.filter(|_| answer.registered).map(|j| j.to_string()),
+        jid: answer
+            .jid
+            .filter(|_| answer.registered)
+            .map(|j| j.to_string()),
     }))
 }

@@ -19,12 +19,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("the request body is larger than this gateway accepts".into())
+                ApiError::PayloadTooLarge(
+                    "the request body is larger than this gateway accepts".into(),
+                )
             } else {
                 ApiError::bad_body(None, "the request body could not be read")
             }
         })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         match serde_path_to_error::deserialize(de) {
             Ok(v) => Ok(JsonBody(v)),
@@ -32,7 +38,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
                 let msg = inner.to_string();
-                if path == "." || path.is_empty() {
+                let missing = msg
+                    .strip_prefix("missing field `")
+                    .and_then(|r| r.split('`').next())
+                    .map(str::to_owned);
+                if let Some(field) = missing {
+                    Err(ApiError::bad_body(Some(&field), "required"))
+                } else if path == "." || path.is_empty() {
                     Err(ApiError::bad_body(None, msg))
                 } else {
                     Err(ApiError::bad_body(Some(&path), msg))
@@ -47,7 +59,10 @@ pub struct QueryMap(Vec<(String, String)>);
 
 impl QueryMap {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn limit(&self) -> Result<Limit, ApiError> {
@@ -58,7 +73,9 @@ impl QueryMap {
     pub fn cursor(&self, kind: char, arity: usize) -> Result<Option<Cursor>, ApiError> {
         match self.get("cursor").filter(|c| !c.is_empty()) {
             None => Ok(None),
-            Some(raw) => Cursor::decode(raw, kind, arity).map(Some).map_err(|m| ApiError::bad_parameter("cursor", m)),
+            Some(raw) => Cursor::decode(raw, kind, arity)
+                .map(Some)
+                .map_err(|m| ApiError::bad_parameter("cursor", m)),
         }
     }
 }
@@ -68,18 +85,22 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let q = parts.uri.query().unwrap_or("");
-        Ok(QueryMap(form_urlencoded::parse(q.as_bytes()).into_owned().collect()))
+        Ok(QueryMap(
+            form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
+        ))
     }
 }
 
 /// Parses a session id from the path.
 pub fn session_id(raw: &str) -> Result<SessionId, ApiError> {
-    raw.parse().map_err(|m: String| ApiError::bad_parameter("sid", m))
+    raw.parse()
+        .map_err(|m: String| ApiError::bad_parameter("sid", m))
 }
 
 /// Parses a chat JID from the path.
 pub fn chat_jid(raw: &str) -> Result<Jid, ApiError> {
-    raw.parse().map_err(|m: String| ApiError::bad_parameter("cid", m))
+    raw.parse()
+        .map_err(|m: String| ApiError::bad_parameter("cid", m))
 }
 
 /// The path's parameters, percent-decoded; a path that cannot be decoded is a 400.
@@ -87,7 +108,10 @@ pub struct PathParams(std::collections::HashMap<String, String>);
 
 impl PathParams {
     fn raw(&self, name: &str) -> Result<&str, ApiError> {
-        self.0.get(name).map(String::as_str).ok_or_else(|| ApiError::bad_parameter(name, "missing"))
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| ApiError::bad_parameter(name, "missing"))
     }
 
     pub fn session(&self) -> Result<SessionId, ApiError> {
@@ -107,9 +131,11 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParams {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map(|p| PathParams(p.0))
-            .map_err(|e| ApiError::bad_parameter("path", e.body_text()))
+        axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(
+            parts, state,
+        )
+        .await
+        .map(|p| PathParams(p.0))
+        .map_err(|e| ApiError::bad_parameter("path", e.body_text()))
     }
 }

@@ -35,8 +35,15 @@ use crate::error::{ApiError, ApiResult};
 use crate::store::SessionRecord;
 
 /// The session `sid` if the caller's organization owns it; 404 otherwise (never 403).
-pub async fn owned_session(st: &AppState, caller: &Caller, sid: &SessionId) -> ApiResult<SessionRecord> {
-    st.store().get_session(&caller.org_id, sid).await?.ok_or_else(ApiError::session_not_found)
+pub async fn owned_session(
+    st: &AppState,
+    caller: &Caller,
+    sid: &SessionId,
+) -> ApiResult<SessionRecord> {
+    st.store()
+        .get_session(&caller.org_id, sid)
+        .await?
+        .ok_or_else(ApiError::session_not_found)
 }
 
 #[derive(OpenApi)]
@@ -85,13 +92,20 @@ impl Modify for BearerAuth {
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(sessions::list_sessions, sessions::create_session))
-        .routes(routes!(sessions::get_session, sessions::update_session, sessions::delete_session))
-        .route("/sessions/{sid_action}", post(sessions::session_action))
+        .routes(routes!(
+            sessions::get_session,
+            sessions::update_session,
+            sessions::delete_session
+        ))
         .routes(routes!(sessions::get_qr))
         .routes(routes!(sessions::pairing_code))
         .routes(routes!(sessions::get_me))
         .routes(routes!(chats::list_chats))
-        .routes(routes!(chats::get_chat, chats::patch_chat, chats::delete_chat))
+        .routes(routes!(
+            chats::get_chat,
+            chats::patch_chat,
+            chats::delete_chat
+        ))
         .routes(routes!(chats::mark_read))
         .routes(routes!(chats::set_presence))
         .routes(routes!(chats::list_messages))
@@ -100,6 +114,13 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(api_keys::list_keys, api_keys::create_key))
         .routes(routes!(api_keys::revoke_key))
         .split_for_parts()
+}
+
+/// The API router: the documented routes plus `POST /sessions/{sid}:<action>`, which the
+/// document lists under one path per action.
+fn api_router() -> Router<AppState> {
+    let (router, _) = api();
+    router.route("/sessions/{sid}", post(sessions::session_action))
 }
 
 /// The full OpenAPI document (API routes under `/api/v1`, plus the system endpoints).
@@ -142,7 +163,13 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::respons
 
 /// Builds the application: routes, fallbacks and middleware.
 pub fn router(state: AppState) -> Router {
-    let (api, _) = api();
+    router_with(state, Router::new())
+}
+
+/// [`router`] with extra routes mounted inside the same middleware (errors, panics, metrics,
+/// request ids apply to them too); later features and tests add routes this way.
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
+    let api = api_router();
     let doc = Arc::new(openapi());
     let request_id = HeaderName::from_static("x-request-id");
     let body_limit = state.config().body_limit_bytes;
@@ -156,6 +183,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
+        .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))

@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::now_ms;
-use crate::store::{ApiKeyRecord, ChatRecord, ContactRecord, MessageRecord, SessionRecord, SessionStatus};
+use crate::store::{
+    ApiKeyRecord, ChatRecord, ContactRecord, MessageRecord, SessionRecord, SessionStatus,
+};
 
 /// A conversation in the stored copy.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -123,7 +125,11 @@ pub struct Message {
 
 impl Message {
     pub fn from_record(m: MessageRecord, chat_jid: &str) -> Self {
-        let media = m.has_media.then(|| Media { mimetype: m.media_mimetype, size: m.media_size, filename: m.media_filename });
+        let media = m.has_media.then(|| Media {
+            mimetype: m.media_mimetype,
+            size: m.media_size,
+            filename: m.media_filename,
+        });
         Message {
             id: m.id,
             wa_message_id: m.wa_message_id,
@@ -208,6 +214,8 @@ pub struct ContactPage {
 pub struct OnWhatsApp {
     /// The number as asked.
     pub query: String,
+    /// Whether the number has a WhatsApp account.
+    #[serde(rename = "isOnWhatsApp")]
     pub is_on_whatsapp: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "6281234567890@s.whatsapp.net")]
@@ -298,7 +306,12 @@ impl From<ApiKeyRecord> for ApiKey {
             organization_id: k.org_id,
             name: k.name,
             prefix: k.key_prefix,
-            capabilities: k.capabilities.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            capabilities: k
+                .capabilities
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
             created_at: k.created_at,
             expires_at: k.expires_at,
             revoked_at: k.revoked_at,

@@ -32,15 +32,25 @@ pub struct CreateSession {
     pub rate_per_hour: Option<i64>,
 }
 
-fn check_settings(label: Option<&str>, per_min: Option<i64>, per_hour: Option<i64>) -> ApiResult<()> {
+fn check_settings(
+    label: Option<&str>,
+    per_min: Option<i64>,
+    per_hour: Option<i64>,
+) -> ApiResult<()> {
     if label.is_some_and(|l| l.chars().count() > 200) {
         return Err(ApiError::bad_body(Some("label"), "at most 200 characters"));
     }
     if per_min.is_some_and(|v| !(1..=10_000).contains(&v)) {
-        return Err(ApiError::bad_body(Some("ratePerMin"), "must be between 1 and 10000"));
+        return Err(ApiError::bad_body(
+            Some("ratePerMin"),
+            "must be between 1 and 10000",
+        ));
     }
     if per_hour.is_some_and(|v| !(1..=1_000_000).contains(&v)) {
-        return Err(ApiError::bad_body(Some("ratePerHour"), "must be between 1 and 1000000"));
+        return Err(ApiError::bad_body(
+            Some("ratePerHour"),
+            "must be between 1 and 1000000",
+        ));
     }
     Ok(())
 }
@@ -59,7 +69,11 @@ fn check_settings(label: Option<&str>, per_min: Option<i64>, per_hour: Option<i6
     ),
     security(("bearer" = []))
 )]
-pub async fn create_session(auth: Auth<CapManage>, State(st): State<AppState>, JsonBody(body): JsonBody<CreateSession>) -> ApiResult<(StatusCode, Json<Session>)> {
+pub async fn create_session(
+    auth: Auth<CapManage>,
+    State(st): State<AppState>,
+    JsonBody(body): JsonBody<CreateSession>,
+) -> ApiResult<(StatusCode, Json<Session>)> {
     check_settings(body.label.as_deref(), body.rate_per_min, body.rate_per_hour)?;
     let cfg = st.config();
     let rec = st
@@ -87,9 +101,14 @@ pub async fn create_session(auth: Auth<CapManage>, State(st): State<AppState>, J
     ),
     security(("bearer" = []))
 )]
-pub async fn list_sessions(auth: Auth<CapManage>, State(st): State<AppState>) -> ApiResult<Json<SessionList>> {
+pub async fn list_sessions(
+    auth: Auth<CapManage>,
+    State(st): State<AppState>,
+) -> ApiResult<Json<SessionList>> {
     let rows = st.store().list_sessions(&auth.org_id).await?;
-    Ok(Json(SessionList { data: rows.into_iter().map(Session::from).collect() }))
+    Ok(Json(SessionList {
+        data: rows.into_iter().map(Session::from).collect(),
+    }))
 }
 
 /// GET /api/v1/sessions/{sid} — one session.
@@ -106,7 +125,11 @@ pub async fn list_sessions(auth: Auth<CapManage>, State(st): State<AppState>) ->
     ),
     security(("bearer" = []))
 )]
-pub async fn get_session(auth: Auth<CapManage>, State(st): State<AppState>, path: PathParams) -> ApiResult<Json<Session>> {
+pub async fn get_session(
+    auth: Auth<CapManage>,
+    State(st): State<AppState>,
+    path: PathParams,
+) -> ApiResult<Json<Session>> {
     let sid = path.session()?;
     Ok(Json(owned_session(&st, &auth, &sid).await?.into()))
 }
@@ -125,7 +148,9 @@ pub struct UpdateSession {
     pub rate_per_hour: Option<i64>,
 }
 
-fn some_value<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+fn some_value<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
 }
 
@@ -143,9 +168,18 @@ fn some_value<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Re
     ),
     security(("bearer" = []))
 )]
-pub async fn update_session(auth: Auth<CapManage>, State(st): State<AppState>, path: PathParams, JsonBody(body): JsonBody<UpdateSession>) -> ApiResult<Json<Session>> {
+pub async fn update_session(
+    auth: Auth<CapManage>,
+    State(st): State<AppState>,
+    path: PathParams,
+    JsonBody(body): JsonBody<UpdateSession>,
+) -> ApiResult<Json<Session>> {
     let sid = path.session()?;
-    check_settings(body.label.clone().flatten().as_deref(), body.rate_per_min, body.rate_per_hour)?;
+    check_settings(
+        body.label.clone().flatten().as_deref(),
+        body.rate_per_min,
+        body.rate_per_hour,
+    )?;
     let patch = SessionPatch {
         label: body.label,
         auto_read: body.auto_read,
@@ -153,7 +187,11 @@ pub async fn update_session(auth: Auth<CapManage>, State(st): State<AppState>, p
         rate_per_min: body.rate_per_min,
         rate_per_hour: body.rate_per_hour,
     };
-    let rec = st.store().update_session(&auth.org_id, &sid, patch).await?.ok_or_else(ApiError::session_not_found)?;
+    let rec = st
+        .store()
+        .update_session(&auth.org_id, &sid, patch)
+        .await?
+        .ok_or_else(ApiError::session_not_found)?;
     Ok(Json(rec.into()))
 }
 
@@ -170,7 +208,11 @@ The device stays linked on the phone unless the session was logged out first. 20
     ),
     security(("bearer" = []))
 )]
-pub async fn delete_session(auth: Auth<CapManage>, State(st): State<AppState>, path: PathParams) -> ApiResult<StatusCode> {
+pub async fn delete_session(
+    auth: Auth<CapManage>,
+    State(st): State<AppState>,
+    path: PathParams,
+) -> ApiResult<StatusCode> {
     let sid = path.session()?;
     owned_session(&st, &auth, &sid).await?;
     st.engine().stop(&sid).await?;
@@ -193,17 +235,27 @@ enum Action {
 /// POST /api/v1/sessions/{sid}:{action} — start, stop, restart or log out a session.
 ///
 /// Routed as one handler because the router cannot match a suffix after a path parameter.
-pub async fn session_action(auth: Auth<CapManage>, State(st): State<AppState>, path: PathParams) -> ApiResult<Json<Session>> {
-    let raw = path.text("sid_action")?;
+pub async fn session_action(
+    auth: Auth<CapManage>,
+    State(st): State<AppState>,
+    path: PathParams,
+) -> ApiResult<Json<Session>> {
+    let raw = path.text("sid")?;
     let Some((sid_raw, action_raw)) = raw.split_once(':') else {
-        return Err(ApiError::MethodNotAllowed("POST is not allowed here; use POST /sessions/{sid}:start|stop|restart|logout".into()));
+        return Err(ApiError::MethodNotAllowed(
+            "POST is not allowed here; use POST /sessions/{sid}:start|stop|restart|logout".into(),
+        ));
     };
     let action = match action_raw {
         "start" => Action::Start,
         "stop" => Action::Stop,
         "restart" => Action::Restart,
         "logout" => Action::Logout,
-        _ => return Err(ApiError::NotFound(format!("unknown session action `{action_raw}` (start, stop, restart, logout)"))),
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "unknown session action `{action_raw}` (start, stop, restart, logout)"
+            )))
+        }
     };
     let sid: SessionId = super::extract::session_id(sid_raw)?;
     let session = owned_session(&st, &auth, &sid).await?;
@@ -211,24 +263,37 @@ pub async fn session_action(auth: Auth<CapManage>, State(st): State<AppState>, p
     match action {
         Action::Start => {
             if session.status().is_active() {
-                return Err(ApiError::Conflict(format!("the session is already {}", session.status().as_str())));
+                return Err(ApiError::Conflict(format!(
+                    "the session is already {}",
+                    session.status().as_str()
+                )));
             }
             st.engine().start(&session).await?;
-            store.set_session_status(&sid, SessionStatus::Starting).await?;
+            store
+                .set_session_status(&sid, SessionStatus::Starting)
+                .await?;
         }
         Action::Stop => {
             st.engine().stop(&sid).await?;
-            store.set_session_status(&sid, SessionStatus::Stopped).await?;
+            store
+                .set_session_status(&sid, SessionStatus::Stopped)
+                .await?;
         }
         Action::Restart => {
             st.engine().stop(&sid).await?;
-            store.set_session_status(&sid, SessionStatus::Stopped).await?;
+            store
+                .set_session_status(&sid, SessionStatus::Stopped)
+                .await?;
             st.engine().start(&session).await?;
-            store.set_session_status(&sid, SessionStatus::Starting).await?;
+            store
+                .set_session_status(&sid, SessionStatus::Starting)
+                .await?;
         }
         Action::Logout => {
             st.engine().logout(&sid).await?;
-            store.set_session_status(&sid, SessionStatus::LoggedOut).await?;
+            store
+                .set_session_status(&sid, SessionStatus::LoggedOut)
+                .await?;
         }
     }
     let rec = owned_session(&st, &auth, &sid).await?;
@@ -256,8 +321,12 @@ action_doc!(start_doc, "/sessions/{sid}:start", "Start a session",
     "Connects the session to WhatsApp; an unpaired session then shows QR codes (`GET /sessions/{sid}/qr`). 409 when it already runs. Needs `manage`.");
 action_doc!(stop_doc, "/sessions/{sid}:stop", "Stop a session",
     "Disconnects the session and keeps its pairing, so a later start logs in without scanning. Stopping a stopped session is harmless. Needs `manage`.");
-action_doc!(restart_doc, "/sessions/{sid}:restart", "Restart a session",
-    "Stops then starts the session's connection. Needs `manage`.");
+action_doc!(
+    restart_doc,
+    "/sessions/{sid}:restart",
+    "Restart a session",
+    "Stops then starts the session's connection. Needs `manage`."
+);
 action_doc!(logout_doc, "/sessions/{sid}:logout", "Log a session out",
     "Unlinks this device from the phone; the next start needs a new pairing. Stored data is kept. Needs `manage`.");
 
@@ -291,21 +360,46 @@ Needs `manage`.",
     ),
     security(("bearer" = []))
 )]
-pub async fn get_qr(auth: Auth<CapManage>, State(st): State<AppState>, path: PathParams, q: QueryMap) -> ApiResult<Response> {
+pub async fn get_qr(
+    auth: Auth<CapManage>,
+    State(st): State<AppState>,
+    path: PathParams,
+    q: QueryMap,
+) -> ApiResult<Response> {
     let sid = path.session()?;
     let svg = match q.get("format").unwrap_or("json") {
         "json" | "" => false,
         "svg" => true,
-        other => return Err(ApiError::bad_parameter("format", format!("`{other}` is not json or svg"))),
+        other => {
+            return Err(ApiError::bad_parameter(
+                "format",
+                format!("`{other}` is not json or svg"),
+            ))
+        }
     };
     owned_session(&st, &auth, &sid).await?;
     let qr = st.engine().qr(&sid).await?;
     if svg {
-        let code = qrcode::QrCode::new(qr.code.as_bytes()).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
-        let image = code.render::<qrcode::render::svg::Color>().min_dimensions(256, 256).build();
-        return Ok(([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")], image).into_response());
+        let code = qrcode::QrCode::new(qr.code.as_bytes())
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
+        let image = code
+            .render::<qrcode::render::svg::Color>()
+            .min_dimensions(256, 256)
+            .build();
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            image,
+        )
+            .into_response());
     }
-    Ok(Json(Qr { qr: qr.code, expires_at: qr.expires_at }).into_response())
+    Ok(Json(Qr {
+        qr: qr.code,
+        expires_at: qr.expires_at,
+    })
+    .into_response())
 }
 
 /// The phone number to link.
@@ -342,9 +436,17 @@ the phone with that number. Needs `manage`.",
     ),
     security(("bearer" = []))
 )]
-pub async fn pairing_code(auth: Auth<CapManage>, State(st): State<AppState>, path: PathParams, JsonBody(body): JsonBody<PairingCodeRequest>) -> ApiResult<Json<PairingCode>> {
+pub async fn pairing_code(
+    auth: Auth<CapManage>,
+    State(st): State<AppState>,
+    path: PathParams,
+    JsonBody(body): JsonBody<PairingCodeRequest>,
+) -> ApiResult<Json<PairingCode>> {
     let sid = path.session()?;
-    let phone: Phone = body.phone.parse().map_err(|m: String| ApiError::bad_body(Some("phone"), m))?;
+    let phone: Phone = body
+        .phone
+        .parse()
+        .map_err(|m: String| ApiError::bad_body(Some("phone"), m))?;
     owned_session(&st, &auth, &sid).await?;
     let code = st.engine().pairing_code(&sid, &phone).await?;
     Ok(Json(PairingCode { code }))
@@ -379,11 +481,17 @@ has never been paired. Needs `manage`.",
     ),
     security(("bearer" = []))
 )]
-pub async fn get_me(auth: Auth<CapManage>, State(st): State<AppState>, path: PathParams) -> ApiResult<Json<Me>> {
+pub async fn get_me(
+    auth: Auth<CapManage>,
+    State(st): State<AppState>,
+    path: PathParams,
+) -> ApiResult<Json<Me>> {
     let sid = path.session()?;
     let s = owned_session(&st, &auth, &sid).await?;
     if s.wa_jid.is_none() && s.wa_lid.is_none() {
-        return Err(ApiError::Conflict("the session is not paired with a WhatsApp account".into()));
+        return Err(ApiError::Conflict(
+            "the session is not paired with a WhatsApp account".into(),
+        ));
     }
     Ok(Json(Me {
         jid: s.wa_jid,

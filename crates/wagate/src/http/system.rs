@@ -45,5 +45,9 @@ pub async fn readyz(State(st): State<AppState>) -> Result<Json<Health>, ApiError
     description = "Request counts and latency histograms by method, route template and status.",
     responses((status = 200, description = "Prometheus text exposition.", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics().render())
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics().render(),
+    )
 }

@@ -56,26 +56,36 @@ impl Store {
     }
 
     pub async fn find_api_key_by_hash(&self, hash: &str) -> anyhow::Result<Option<ApiKeyRecord>> {
-        Ok(sqlx::query_as::<_, ApiKeyRecord>(&format!("SELECT {COLS} FROM api_keys WHERE key_hash = $1"))
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(sqlx::query_as::<_, ApiKeyRecord>(&format!(
+            "SELECT {COLS} FROM api_keys WHERE key_hash = $1"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// An org's keys, revoked ones included, oldest first.
     pub async fn list_api_keys(&self, org: &str) -> anyhow::Result<Vec<ApiKeyRecord>> {
-        Ok(sqlx::query_as::<_, ApiKeyRecord>(&format!("SELECT {COLS} FROM api_keys WHERE org_id = $1 ORDER BY id"))
-            .bind(org)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_as::<_, ApiKeyRecord>(&format!(
+            "SELECT {COLS} FROM api_keys WHERE org_id = $1 ORDER BY id"
+        ))
+        .bind(org)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub async fn count_api_keys(&self) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM api_keys").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Revokes a key. With `org`, only that org's key. True when a live key was revoked.
-    pub async fn revoke_api_key(&self, org: Option<&str>, id: &str) -> anyhow::Result<Option<ApiKeyRecord>> {
+    pub async fn revoke_api_key(
+        &self,
+        org: Option<&str>,
+        id: &str,
+    ) -> anyhow::Result<Option<ApiKeyRecord>> {
         let _w = self.write_gate().await;
         let now = now_ms();
         Ok(sqlx::query_as::<_, ApiKeyRecord>(&format!(
@@ -91,7 +101,11 @@ impl Store {
 
     pub async fn touch_api_key(&self, id: &str, at: i64) -> anyhow::Result<()> {
         let _w = self.write_gate().await;
-        sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1").bind(id).bind(at).execute(&self.pool).await?;
+        sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }

@@ -15,7 +15,9 @@ pub struct ChatRecord {
     #[sqlx(rename = "type")]
     pub kind: String,
     pub name: Option<String>,
+    #[sqlx(try_from = "super::Flag")]
     pub archived: bool,
+    #[sqlx(try_from = "super::Flag")]
     pub pinned: bool,
     pub muted_until: Option<i64>,
     pub unread_count: i64,
@@ -49,7 +51,11 @@ pub struct ChatPatch {
 }
 
 /// Finds the chat a JID names in a session, through its aliases too.
-pub(crate) async fn find_chat_id(conn: &mut AnyConnection, session: &str, jid: &str) -> sqlx::Result<Option<i64>> {
+pub(crate) async fn find_chat_id(
+    conn: &mut AnyConnection,
+    session: &str,
+    jid: &str,
+) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar(
         "SELECT id FROM chats WHERE session_id = $1 AND jid = $2
          UNION ALL SELECT chat_id FROM chat_aliases WHERE session_id = $1 AND jid = $2 LIMIT 1",
@@ -62,17 +68,22 @@ pub(crate) async fn find_chat_id(conn: &mut AnyConnection, session: &str, jid: &
 
 /// The chat for `jid`, created empty when it does not exist yet. A DM addressed by LID whose
 /// phone number is known lands in the phone-number chat (the LID becomes an alias).
-pub(crate) async fn ensure_chat(conn: &mut AnyConnection, session: &str, jid: &Jid) -> sqlx::Result<i64> {
+pub(crate) async fn ensure_chat(
+    conn: &mut AnyConnection,
+    session: &str,
+    jid: &Jid,
+) -> sqlx::Result<i64> {
     let key = jid.to_string();
     if let Some(id) = find_chat_id(conn, session, &key).await? {
         return Ok(id);
     }
     let mut primary = key.clone();
     if jid.is_lid() {
-        let phone: Option<Option<String>> = sqlx::query_scalar("SELECT phone FROM identities WHERE lid = $1")
-            .bind(&key)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let phone: Option<Option<String>> =
+            sqlx::query_scalar("SELECT phone FROM identities WHERE lid = $1")
+                .bind(&key)
+                .fetch_optional(&mut *conn)
+                .await?;
         if let Some(Some(phone)) = phone {
             primary = Jid::phone(&phone).to_string();
             if let Some(id) = find_chat_id(conn, session, &primary).await? {
@@ -96,12 +107,18 @@ pub(crate) async fn ensure_chat(conn: &mut AnyConnection, session: &str, jid: &J
         add_alias(conn, session, &key, id).await?;
     }
     if jid.is_person() {
-        super::contacts::sight_person(conn, session, jid, None, super::contacts::Sighting::Dm).await?;
+        super::contacts::sight_person(conn, session, jid, None, super::contacts::Sighting::Dm)
+            .await?;
     }
     Ok(id)
 }
 
-pub(crate) async fn add_alias(conn: &mut AnyConnection, session: &str, alias: &str, chat_id: i64) -> sqlx::Result<()> {
+pub(crate) async fn add_alias(
+    conn: &mut AnyConnection,
+    session: &str,
+    alias: &str,
+    chat_id: i64,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO chat_aliases (session_id, jid, chat_id) VALUES ($1, $2, $3)
          ON CONFLICT (session_id, jid) DO UPDATE SET chat_id = excluded.chat_id",
@@ -116,7 +133,12 @@ pub(crate) async fn add_alias(conn: &mut AnyConnection, session: &str, alias: &s
 
 impl Store {
     /// Creates or updates a chat with what WhatsApp reported (history sync, app-state actions).
-    pub async fn upsert_chat(&self, session: &str, jid: &Jid, up: ChatUpsert) -> anyhow::Result<ChatRecord> {
+    pub async fn upsert_chat(
+        &self,
+        session: &str,
+        jid: &Jid,
+        up: ChatUpsert,
+    ) -> anyhow::Result<ChatRecord> {
         let _w = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
         let id = ensure_chat(&mut tx, session, jid).await?;
@@ -156,15 +178,20 @@ impl Store {
         let Some(id) = find_chat_id(&mut conn, session, &jid.to_string()).await? else {
             return Ok(None);
         };
-        let chat = sqlx::query_as::<_, ChatRecord>(&format!("SELECT {CHAT_COLS} FROM chats WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        let Some(mut chat) = chat else { return Ok(None) };
-        chat.aliases = sqlx::query_scalar("SELECT jid FROM chat_aliases WHERE chat_id = $1 ORDER BY jid")
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?;
+        let chat = sqlx::query_as::<_, ChatRecord>(&format!(
+            "SELECT {CHAT_COLS} FROM chats WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(mut chat) = chat else {
+            return Ok(None);
+        };
+        chat.aliases =
+            sqlx::query_scalar("SELECT jid FROM chat_aliases WHERE chat_id = $1 ORDER BY jid")
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?;
         Ok(Some(chat))
     }
 
@@ -203,7 +230,8 @@ impl Store {
         };
         let next = if rows.len() as i64 > n {
             rows.truncate(n as usize);
-            rows.last().map(|c| Cursor::new('c', vec![c.pinned as i64, c.last_message_at, c.id]))
+            rows.last()
+                .map(|c| Cursor::new('c', vec![c.pinned as i64, c.last_message_at, c.id]))
         } else {
             None
         };
@@ -216,7 +244,10 @@ impl Store {
             return Ok(());
         }
         let placeholders: Vec<String> = (1..=chats.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("SELECT chat_id, jid FROM chat_aliases WHERE chat_id IN ({}) ORDER BY jid", placeholders.join(","));
+        let sql = format!(
+            "SELECT chat_id, jid FROM chat_aliases WHERE chat_id IN ({}) ORDER BY jid",
+            placeholders.join(",")
+        );
         let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
         for c in chats.iter() {
             q = q.bind(c.id);
@@ -234,7 +265,12 @@ impl Store {
     }
 
     /// Applies an API patch atomically; `None` when the chat is not stored.
-    pub async fn patch_chat(&self, session: &str, jid: &Jid, p: ChatPatch) -> anyhow::Result<Option<ChatRecord>> {
+    pub async fn patch_chat(
+        &self,
+        session: &str,
+        jid: &Jid,
+        p: ChatPatch,
+    ) -> anyhow::Result<Option<ChatRecord>> {
         let _w = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
         let Some(id) = find_chat_id(&mut tx, session, &jid.to_string()).await? else {
@@ -263,7 +299,11 @@ impl Store {
     }
 
     /// Sets the gateway's unread counter of a chat to zero. Idempotent.
-    pub async fn mark_chat_read(&self, session: &str, jid: &Jid) -> anyhow::Result<Option<ChatRecord>> {
+    pub async fn mark_chat_read(
+        &self,
+        session: &str,
+        jid: &Jid,
+    ) -> anyhow::Result<Option<ChatRecord>> {
         {
             let _w = self.write_gate().await;
             let mut conn = self.pool.acquire().await?;
@@ -286,8 +326,14 @@ impl Store {
         let Some(id) = find_chat_id(&mut tx, session, &jid.to_string()).await? else {
             return Ok(false);
         };
-        sqlx::query("DELETE FROM messages WHERE chat_id = $1").bind(id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM chats WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM messages WHERE chat_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM chats WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }

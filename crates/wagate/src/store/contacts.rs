@@ -39,6 +39,7 @@ pub struct ContactRecord {
     pub phone: Option<String>,
     pub name: Option<String>,
     pub business_name: Option<String>,
+    #[sqlx(try_from = "super::Flag")]
     pub in_dm: bool,
 }
 
@@ -59,12 +60,24 @@ fn lower(s: &str) -> String {
 
 /// The identity row for a person's address, created when new.
 pub(crate) async fn ensure_identity(conn: &mut AnyConnection, jid: &Jid) -> sqlx::Result<i64> {
-    let (col, key) = if jid.is_lid() { ("lid", jid.to_string()) } else { ("phone", jid.user().to_owned()) };
+    let (col, key) = if jid.is_lid() {
+        ("lid", jid.to_string())
+    } else {
+        ("phone", jid.user().to_owned())
+    };
     let select = format!("SELECT id FROM identities WHERE {col} = $1");
-    if let Some(id) = sqlx::query_scalar::<_, i64>(&select).bind(&key).fetch_optional(&mut *conn).await? {
+    if let Some(id) = sqlx::query_scalar::<_, i64>(&select)
+        .bind(&key)
+        .fetch_optional(&mut *conn)
+        .await?
+    {
         return Ok(id);
     }
-    let search = if jid.is_phone() { key.clone() } else { String::new() };
+    let search = if jid.is_phone() {
+        key.clone()
+    } else {
+        String::new()
+    };
     let inserted: Option<i64> = sqlx::query_scalar(&format!(
         "INSERT INTO identities ({col}, search, updated_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING id"
     ))
@@ -85,7 +98,12 @@ async fn refresh_identity_search(conn: &mut AnyConnection, id: i64) -> sqlx::Res
             .bind(id)
             .fetch_one(&mut *conn)
             .await?;
-    let search = [push, business, phone].into_iter().flatten().map(|s| lower(&s)).collect::<Vec<_>>().join("\u{1f}");
+    let search = [push, business, phone]
+        .into_iter()
+        .flatten()
+        .map(|s| lower(&s))
+        .collect::<Vec<_>>()
+        .join("\u{1f}");
     sqlx::query("UPDATE identities SET search = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
         .bind(search)
@@ -95,13 +113,20 @@ async fn refresh_identity_search(conn: &mut AnyConnection, id: i64) -> sqlx::Res
     Ok(())
 }
 
-async fn set_identity_name(conn: &mut AnyConnection, id: i64, column: &str, name: &str) -> sqlx::Result<()> {
-    let changed = sqlx::query(&format!("UPDATE identities SET {column} = $2 WHERE id = $1 AND {column} IS DISTINCT FROM $2"))
-        .bind(id)
-        .bind(name)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+async fn set_identity_name(
+    conn: &mut AnyConnection,
+    id: i64,
+    column: &str,
+    name: &str,
+) -> sqlx::Result<()> {
+    let changed = sqlx::query(&format!(
+        "UPDATE identities SET {column} = $2 WHERE id = $1 AND {column} IS DISTINCT FROM $2"
+    ))
+    .bind(id)
+    .bind(name)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
     if changed > 0 {
         refresh_identity_search(conn, id).await?;
     }
@@ -138,17 +163,23 @@ pub(crate) async fn sight_person(
 
 /// Records that `lid` and the phone JID `pn` are one person, merging two identity rows if
 /// both exist. Returns the surviving identity id.
-pub(crate) async fn link_identity(conn: &mut AnyConnection, lid: &Jid, pn: &Jid) -> sqlx::Result<i64> {
+pub(crate) async fn link_identity(
+    conn: &mut AnyConnection,
+    lid: &Jid,
+    pn: &Jid,
+) -> sqlx::Result<i64> {
     let lid_s = lid.to_string();
     let digits = pn.user().to_owned();
-    let by_lid: Option<(i64, Option<String>)> = sqlx::query_as("SELECT id, phone FROM identities WHERE lid = $1")
-        .bind(&lid_s)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let by_phone: Option<(i64, Option<String>)> = sqlx::query_as("SELECT id, lid FROM identities WHERE phone = $1")
-        .bind(&digits)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let by_lid: Option<(i64, Option<String>)> =
+        sqlx::query_as("SELECT id, phone FROM identities WHERE lid = $1")
+            .bind(&lid_s)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let by_phone: Option<(i64, Option<String>)> =
+        sqlx::query_as("SELECT id, lid FROM identities WHERE phone = $1")
+            .bind(&digits)
+            .fetch_optional(&mut *conn)
+            .await?;
     let now = now_ms();
     let id = match (by_lid, by_phone) {
         (None, None) => {
@@ -181,7 +212,12 @@ pub(crate) async fn link_identity(conn: &mut AnyConnection, lid: &Jid, pn: &Jid)
 }
 
 /// Folds identity `b` (known by phone) into `a` (known by LID).
-async fn merge_identity(conn: &mut AnyConnection, a: i64, b: i64, digits: &str) -> sqlx::Result<()> {
+async fn merge_identity(
+    conn: &mut AnyConnection,
+    a: i64,
+    b: i64,
+    digits: &str,
+) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE identities SET
             push_name = COALESCE(push_name, (SELECT push_name FROM identities WHERE id = $2)),
@@ -192,11 +228,18 @@ async fn merge_identity(conn: &mut AnyConnection, a: i64, b: i64, digits: &str) 
     .bind(b)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE identities SET phone = NULL WHERE id = $1").bind(b).execute(&mut *conn).await?;
-    sqlx::query("UPDATE identities SET phone = $2 WHERE id = $1").bind(a).bind(digits).execute(&mut *conn).await?;
+    sqlx::query("UPDATE identities SET phone = NULL WHERE id = $1")
+        .bind(b)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE identities SET phone = $2 WHERE id = $1")
+        .bind(a)
+        .bind(digits)
+        .execute(&mut *conn)
+        .await?;
 
     // Sightings: where a session saw both, keep one row with the union of what it saw.
-    let rows: Vec<(i64, String, Option<String>, bool, bool)> =
+    let rows: Vec<(i64, String, Option<String>, super::Flag, super::Flag)> =
         sqlx::query_as("SELECT id, session_id, saved_name, in_dm, in_group FROM session_contacts WHERE identity_id = $1")
             .bind(b)
             .fetch_all(&mut *conn)
@@ -209,17 +252,24 @@ async fn merge_identity(conn: &mut AnyConnection, a: i64, b: i64, digits: &str) 
         )
         .bind(&session)
         .bind(a)
-        .bind(in_dm)
-        .bind(in_group)
+        .bind(in_dm.0)
+        .bind(in_group.0)
         .bind(&saved)
         .bind(saved.as_deref().map(lower).unwrap_or_default())
         .execute(&mut *conn)
         .await?
         .rows_affected();
         if merged > 0 {
-            sqlx::query("DELETE FROM session_contacts WHERE id = $1").bind(row_id).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM session_contacts WHERE id = $1")
+                .bind(row_id)
+                .execute(&mut *conn)
+                .await?;
         } else {
-            sqlx::query("UPDATE session_contacts SET identity_id = $2 WHERE id = $1").bind(row_id).bind(a).execute(&mut *conn).await?;
+            sqlx::query("UPDATE session_contacts SET identity_id = $2 WHERE id = $1")
+                .bind(row_id)
+                .bind(a)
+                .execute(&mut *conn)
+                .await?;
         }
     }
     sqlx::query("DELETE FROM group_members WHERE identity_id = $1 AND group_id IN (SELECT group_id FROM group_members WHERE identity_id = $2)")
@@ -227,14 +277,36 @@ async fn merge_identity(conn: &mut AnyConnection, a: i64, b: i64, digits: &str) 
         .bind(a)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("UPDATE group_members SET identity_id = $2 WHERE identity_id = $1").bind(b).bind(a).execute(&mut *conn).await?;
-    sqlx::query("DELETE FROM identities WHERE id = $1").bind(b).execute(&mut *conn).await?;
+    sqlx::query("UPDATE group_members SET identity_id = $2 WHERE identity_id = $1")
+        .bind(b)
+        .bind(a)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM identities WHERE id = $1")
+        .bind(b)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
 /// Folds the chat `from` into `into`: messages (dropping ones `into` already has), unread
 /// counts, latest activity, flags, aliases.
-async fn merge_chat(conn: &mut AnyConnection, session: &str, into: i64, from: i64) -> sqlx::Result<()> {
+async fn merge_chat(
+    conn: &mut AnyConnection,
+    session: &str,
+    into: i64,
+    from: i64,
+) -> sqlx::Result<()> {
+    // A message both chats hold was counted as unread in each; count it once.
+    let dup_incoming: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages WHERE chat_id = $2 AND from_me = $3
+           AND wa_message_id IN (SELECT wa_message_id FROM messages WHERE chat_id = $1)",
+    )
+    .bind(into)
+    .bind(from)
+    .bind(false)
+    .fetch_one(&mut *conn)
+    .await?;
     sqlx::query(
         "DELETE FROM messages WHERE chat_id = $2 AND wa_message_id IN (SELECT wa_message_id FROM messages WHERE chat_id = $1)",
     )
@@ -242,8 +314,20 @@ async fn merge_chat(conn: &mut AnyConnection, session: &str, into: i64, from: i6
     .bind(from)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE messages SET chat_id = $1 WHERE chat_id = $2").bind(into).bind(from).execute(&mut *conn).await?;
-    type Flags = (Option<String>, bool, bool, Option<i64>, i64, i64, String);
+    sqlx::query("UPDATE messages SET chat_id = $1 WHERE chat_id = $2")
+        .bind(into)
+        .bind(from)
+        .execute(&mut *conn)
+        .await?;
+    type Flags = (
+        Option<String>,
+        super::Flag,
+        super::Flag,
+        Option<i64>,
+        i64,
+        i64,
+        String,
+    );
     let (name, archived, pinned, muted, unread, lma, old_jid): Flags = sqlx::query_as(
         "SELECT name, archived, pinned, muted_until, unread_count, last_message_at, jid FROM chats WHERE id = $1",
     )
@@ -258,21 +342,33 @@ async fn merge_chat(conn: &mut AnyConnection, session: &str, into: i64, from: i6
     )
     .bind(into)
     .bind(name)
-    .bind(archived)
-    .bind(pinned)
+    .bind(archived.0)
+    .bind(pinned.0)
     .bind(muted)
-    .bind(unread)
+    .bind((unread - dup_incoming).max(0))
     .bind(lma)
     .bind(now_ms())
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE chat_aliases SET chat_id = $1 WHERE chat_id = $2").bind(into).bind(from).execute(&mut *conn).await?;
-    sqlx::query("DELETE FROM chats WHERE id = $1").bind(from).execute(&mut *conn).await?;
+    sqlx::query("UPDATE chat_aliases SET chat_id = $1 WHERE chat_id = $2")
+        .bind(into)
+        .bind(from)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM chats WHERE id = $1")
+        .bind(from)
+        .execute(&mut *conn)
+        .await?;
     add_alias(conn, session, &old_jid, into).await?;
     Ok(())
 }
 
-async fn ensure_group(conn: &mut AnyConnection, session: &str, group: &Jid, subject: Option<&str>) -> sqlx::Result<i64> {
+async fn ensure_group(
+    conn: &mut AnyConnection,
+    session: &str,
+    group: &Jid,
+    subject: Option<&str>,
+) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "INSERT INTO groups (session_id, jid, subject, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (session_id, jid) DO UPDATE SET subject = COALESCE(excluded.subject, groups.subject), updated_at = excluded.updated_at
@@ -290,7 +386,10 @@ impl Store {
     /// Records that `lid` and `pn` (a phone JID) are the same person: merges their identities
     /// and, in this session, their two DMs into the phone-number chat (the LID stays as alias).
     pub async fn link_lid_pn(&self, session: &str, lid: &Jid, pn: &Jid) -> anyhow::Result<()> {
-        anyhow::ensure!(lid.is_lid() && pn.is_phone(), "link_lid_pn needs a @lid and a @s.whatsapp.net JID");
+        anyhow::ensure!(
+            lid.is_lid() && pn.is_phone(),
+            "link_lid_pn needs a @lid and a @s.whatsapp.net JID"
+        );
         let _w = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
         link_identity(&mut tx, lid, pn).await?;
@@ -307,7 +406,11 @@ impl Store {
                     .bind(&lid_s)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("DELETE FROM chat_aliases WHERE session_id = $1 AND jid = $2").bind(session).bind(&pn_s).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM chat_aliases WHERE session_id = $1 AND jid = $2")
+                    .bind(session)
+                    .bind(&pn_s)
+                    .execute(&mut *tx)
+                    .await?;
                 add_alias(&mut tx, session, &lid_s, l).await?;
             }
             (Some(p), Some(l)) if p == l => add_alias(&mut tx, session, &lid_s, p).await?,
@@ -327,7 +430,12 @@ impl Store {
         self.record_identity_name(jid, "business_name", name).await
     }
 
-    async fn record_identity_name(&self, jid: &Jid, column: &str, name: &str) -> anyhow::Result<()> {
+    async fn record_identity_name(
+        &self,
+        jid: &Jid,
+        column: &str,
+        name: &str,
+    ) -> anyhow::Result<()> {
         anyhow::ensure!(jid.is_person(), "{jid} is not a person's address");
         let _w = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
@@ -338,7 +446,12 @@ impl Store {
     }
 
     /// Records the name this session's phone has saved for a person (its address book).
-    pub async fn record_saved_name(&self, session: &str, jid: &Jid, name: Option<&str>) -> anyhow::Result<()> {
+    pub async fn record_saved_name(
+        &self,
+        session: &str,
+        jid: &Jid,
+        name: Option<&str>,
+    ) -> anyhow::Result<()> {
         anyhow::ensure!(jid.is_person(), "{jid} is not a person's address");
         let _w = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
@@ -355,7 +468,12 @@ impl Store {
     }
 
     /// Records a group (and its subject when known).
-    pub async fn record_group(&self, session: &str, group: &Jid, subject: Option<&str>) -> anyhow::Result<()> {
+    pub async fn record_group(
+        &self,
+        session: &str,
+        group: &Jid,
+        subject: Option<&str>,
+    ) -> anyhow::Result<()> {
         anyhow::ensure!(group.is_group(), "{group} is not a group JID");
         let _w = self.write_gate().await;
         let mut conn = self.pool.acquire().await?;
@@ -364,7 +482,13 @@ impl Store {
     }
 
     /// Records members of a group; with `replace`, members not listed are removed.
-    pub async fn record_group_members(&self, session: &str, group: &Jid, members: &[GroupMember], replace: bool) -> anyhow::Result<()> {
+    pub async fn record_group_members(
+        &self,
+        session: &str,
+        group: &Jid,
+        members: &[GroupMember],
+        replace: bool,
+    ) -> anyhow::Result<()> {
         anyhow::ensure!(group.is_group(), "{group} is not a group JID");
         let _w = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
@@ -372,11 +496,19 @@ impl Store {
         let mut kept = Vec::with_capacity(members.len());
         for m in members {
             let id = match &m.alt {
-                Some(alt) if m.jid.is_lid() && alt.is_phone() => link_identity(&mut tx, &m.jid, alt).await?,
-                Some(alt) if m.jid.is_phone() && alt.is_lid() => link_identity(&mut tx, alt, &m.jid).await?,
+                Some(alt) if m.jid.is_lid() && alt.is_phone() => {
+                    link_identity(&mut tx, &m.jid, alt).await?
+                }
+                Some(alt) if m.jid.is_phone() && alt.is_lid() => {
+                    link_identity(&mut tx, alt, &m.jid).await?
+                }
                 _ => ensure_identity(&mut tx, &m.jid).await?,
             };
-            let primary = if m.jid.is_lid() || m.alt.is_none() { &m.jid } else { m.alt.as_ref().unwrap_or(&m.jid) };
+            let primary = if m.jid.is_lid() || m.alt.is_none() {
+                &m.jid
+            } else {
+                m.alt.as_ref().unwrap_or(&m.jid)
+            };
             sight_person(&mut tx, session, primary, None, Sighting::Group).await?;
             sqlx::query(
                 "INSERT INTO group_members (group_id, identity_id, role) VALUES ($1, $2, $3)
@@ -390,12 +522,17 @@ impl Store {
             kept.push(id);
         }
         if replace {
-            let current: Vec<i64> = sqlx::query_scalar("SELECT identity_id FROM group_members WHERE group_id = $1")
-                .bind(gid)
-                .fetch_all(&mut *tx)
-                .await?;
+            let current: Vec<i64> =
+                sqlx::query_scalar("SELECT identity_id FROM group_members WHERE group_id = $1")
+                    .bind(gid)
+                    .fetch_all(&mut *tx)
+                    .await?;
             for id in current.into_iter().filter(|id| !kept.contains(id)) {
-                sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND identity_id = $2").bind(gid).bind(id).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND identity_id = $2")
+                    .bind(gid)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         tx.commit().await?;
@@ -403,18 +540,28 @@ impl Store {
     }
 
     /// Removes members from a group (they left or were removed).
-    pub async fn remove_group_members(&self, session: &str, group: &Jid, members: &[Jid]) -> anyhow::Result<()> {
+    pub async fn remove_group_members(
+        &self,
+        session: &str,
+        group: &Jid,
+        members: &[Jid],
+    ) -> anyhow::Result<()> {
         let _w = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
-        let gid: Option<i64> = sqlx::query_scalar("SELECT id FROM groups WHERE session_id = $1 AND jid = $2")
-            .bind(session)
-            .bind(group.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let gid: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM groups WHERE session_id = $1 AND jid = $2")
+                .bind(session)
+                .bind(group.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
         if let Some(gid) = gid {
             for m in members {
                 let id = ensure_identity(&mut tx, m).await?;
-                sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND identity_id = $2").bind(gid).bind(id).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND identity_id = $2")
+                    .bind(gid)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         tx.commit().await?;
@@ -432,11 +579,13 @@ impl Store {
         let n = limit.get() as i64;
         let mut group_id = None;
         if let Some(g) = &filter.group {
-            group_id = sqlx::query_scalar::<_, i64>("SELECT id FROM groups WHERE session_id = $1 AND jid = $2")
-                .bind(session)
-                .bind(g.to_string())
-                .fetch_optional(&self.pool)
-                .await?;
+            group_id = sqlx::query_scalar::<_, i64>(
+                "SELECT id FROM groups WHERE session_id = $1 AND jid = $2",
+            )
+            .bind(session)
+            .bind(g.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
             if group_id.is_none() {
                 return Ok((Vec::new(), None));
             }

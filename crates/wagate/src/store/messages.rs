@@ -118,6 +118,7 @@ pub struct MessageRecord {
     pub session_id: String,
     pub chat_id: i64,
     pub wa_message_id: String,
+    #[sqlx(try_from = "super::Flag")]
     pub from_me: bool,
     pub sender_jid: Option<String>,
     pub sender_lid: Option<String>,
@@ -125,6 +126,7 @@ pub struct MessageRecord {
     #[sqlx(rename = "type")]
     pub kind: String,
     pub body: Option<String>,
+    #[sqlx(try_from = "super::Flag")]
     pub has_media: bool,
     pub media_mimetype: Option<String>,
     pub media_size: Option<i64>,
@@ -133,7 +135,9 @@ pub struct MessageRecord {
     pub mentions: Option<String>,
     pub status: String,
     pub error: Option<String>,
+    #[sqlx(try_from = "super::Flag")]
     pub edited: bool,
+    #[sqlx(try_from = "super::Flag")]
     pub deleted: bool,
     pub timestamp: i64,
     pub created_at: i64,
@@ -147,8 +151,15 @@ const ROWS_PER_INSERT: usize = 200;
 
 impl Store {
     /// Records one message idempotently; see [`Store::record_messages`].
-    pub async fn record_message(&self, session: &str, msg: NewMessage, opts: RecordOptions) -> anyhow::Result<Recorded> {
-        let mut out = self.record_messages(session, std::slice::from_ref(&msg), opts).await?;
+    pub async fn record_message(
+        &self,
+        session: &str,
+        msg: NewMessage,
+        opts: RecordOptions,
+    ) -> anyhow::Result<Recorded> {
+        let mut out = self
+            .record_messages(session, std::slice::from_ref(&msg), opts)
+            .await?;
         Ok(out.remove(0))
     }
 
@@ -156,7 +167,12 @@ impl Store {
     /// (the same WhatsApp id in the same chat twice is one row), moves each chat's last
     /// activity forward, bumps unread counters for new incoming messages, and notes the
     /// people seen (DM partner, group author) with their push names.
-    pub async fn record_messages(&self, session: &str, msgs: &[NewMessage], opts: RecordOptions) -> anyhow::Result<Vec<Recorded>> {
+    pub async fn record_messages(
+        &self,
+        session: &str,
+        msgs: &[NewMessage],
+        opts: RecordOptions,
+    ) -> anyhow::Result<Vec<Recorded>> {
         if msgs.is_empty() {
             return Ok(Vec::new());
         }
@@ -176,13 +192,17 @@ impl Store {
             // authors are noted as seen in a group.
             if !m.from_me {
                 let (person, sighting) = match m.chat.chat_kind() {
-                    ChatKind::Dm => (Some(m.sender.clone().unwrap_or_else(|| m.chat.clone())), Sighting::Dm),
+                    ChatKind::Dm => (
+                        Some(m.sender.clone().unwrap_or_else(|| m.chat.clone())),
+                        Sighting::Dm,
+                    ),
                     ChatKind::Group => (m.sender.clone(), Sighting::Group),
                     _ => (None, Sighting::Group),
                 };
                 if let Some(p) = person {
                     if seen_people.insert((p.to_string(), m.sender_name.clone())) {
-                        sight_person(&mut tx, session, &p, m.sender_name.as_deref(), sighting).await?;
+                        sight_person(&mut tx, session, &p, m.sender_name.as_deref(), sighting)
+                            .await?;
                         if let Some(lid) = &m.sender_lid {
                             if p.is_phone() && lid.is_lid() {
                                 super::contacts::link_identity(&mut tx, lid, &p).await?;
@@ -213,7 +233,8 @@ impl Store {
             let mut q = sqlx::query_as::<_, (i64, i64, String)>(&sql);
             for m in chunk {
                 let media = m.media.clone().unwrap_or_default();
-                let mentions = (!m.mentions.is_empty()).then(|| serde_json::to_string(&m.mentions).unwrap_or_default());
+                let mentions = (!m.mentions.is_empty())
+                    .then(|| serde_json::to_string(&m.mentions).unwrap_or_default());
                 q = q
                     .bind(session)
                     .bind(chat_ids[&m.chat.to_string()])
@@ -235,13 +256,19 @@ impl Store {
                     .bind(now);
             }
             let inserted = q.fetch_all(&mut *tx).await?;
-            let mut by_key: HashMap<(i64, String), i64> =
-                inserted.into_iter().map(|(id, chat, wa)| ((chat, wa), id)).collect();
+            let mut by_key: HashMap<(i64, String), i64> = inserted
+                .into_iter()
+                .map(|(id, chat, wa)| ((chat, wa), id))
+                .collect();
             for (i, m) in chunk.iter().enumerate() {
                 let chat_id = chat_ids[&m.chat.to_string()];
                 // A WhatsApp id repeated inside one batch is inserted by its first occurrence only.
                 if let Some(id) = by_key.remove(&(chat_id, m.wa_message_id.clone())) {
-                    results[chunk_no * ROWS_PER_INSERT + i] = Some(Recorded { id, chat_id, inserted: true });
+                    results[chunk_no * ROWS_PER_INSERT + i] = Some(Recorded {
+                        id,
+                        chat_id,
+                        inserted: true,
+                    });
                 }
             }
         }
@@ -250,12 +277,18 @@ impl Store {
         for (i, m) in msgs.iter().enumerate() {
             if results[i].is_none() {
                 let chat_id = chat_ids[&m.chat.to_string()];
-                let id: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE chat_id = $1 AND wa_message_id = $2")
-                    .bind(chat_id)
-                    .bind(&m.wa_message_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                results[i] = Some(Recorded { id, chat_id, inserted: false });
+                let id: i64 = sqlx::query_scalar(
+                    "SELECT id FROM messages WHERE chat_id = $1 AND wa_message_id = $2",
+                )
+                .bind(chat_id)
+                .bind(&m.wa_message_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                results[i] = Some(Recorded {
+                    id,
+                    chat_id,
+                    inserted: false,
+                });
             }
         }
 
@@ -287,7 +320,10 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(results.into_iter().map(|r| r.expect("filled above")).collect())
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("filled above"))
+            .collect())
     }
 
     /// Moves the status of messages in a chat forward (a receipt from WhatsApp). A status never
@@ -306,10 +342,14 @@ impl Store {
         }
         let _w = self.write_gate().await;
         let mut conn = self.pool.acquire().await?;
-        let Some(chat_id) = super::chats::find_chat_id(&mut conn, session, &chat.to_string()).await? else {
+        let Some(chat_id) =
+            super::chats::find_chat_id(&mut conn, session, &chat.to_string()).await?
+        else {
             return Ok(0);
         };
-        let placeholders: Vec<String> = (0..wa_message_ids.len()).map(|i| format!("${}", i + 5)).collect();
+        let placeholders: Vec<String> = (0..wa_message_ids.len())
+            .map(|i| format!("${}", i + 5))
+            .collect();
         let (guard, rank) = if status == MessageStatus::Failed {
             ("status IN ('pending', 'sent')", 0)
         } else {
@@ -322,7 +362,11 @@ impl Store {
             "UPDATE messages SET status = $2, error = $3 WHERE chat_id = $1 AND {guard} AND wa_message_id IN ({})",
             placeholders.join(",")
         );
-        let mut q = sqlx::query(&sql).bind(chat_id).bind(status.as_str()).bind(error).bind(rank);
+        let mut q = sqlx::query(&sql)
+            .bind(chat_id)
+            .bind(status.as_str())
+            .bind(error)
+            .bind(rank);
         for id in wa_message_ids {
             q = q.bind(id);
         }
@@ -330,7 +374,12 @@ impl Store {
     }
 
     /// A page of a chat's messages, newest first.
-    pub async fn list_messages(&self, chat_id: i64, cursor: Option<&Cursor>, limit: Limit) -> anyhow::Result<(Vec<MessageRecord>, Option<Cursor>)> {
+    pub async fn list_messages(
+        &self,
+        chat_id: i64,
+        cursor: Option<&Cursor>,
+        limit: Limit,
+    ) -> anyhow::Result<(Vec<MessageRecord>, Option<Cursor>)> {
         let n = limit.get() as i64;
         let mut rows = match cursor {
             None => {
@@ -357,7 +406,8 @@ impl Store {
         };
         let next = if rows.len() as i64 > n {
             rows.truncate(n as usize);
-            rows.last().map(|m| Cursor::new('m', vec![m.timestamp, m.id]))
+            rows.last()
+                .map(|m| Cursor::new('m', vec![m.timestamp, m.id]))
         } else {
             None
         };
@@ -365,9 +415,16 @@ impl Store {
     }
 
     /// One stored message by its WhatsApp id in a chat.
-    pub async fn get_message(&self, session: &str, chat: &Jid, wa_message_id: &str) -> anyhow::Result<Option<MessageRecord>> {
+    pub async fn get_message(
+        &self,
+        session: &str,
+        chat: &Jid,
+        wa_message_id: &str,
+    ) -> anyhow::Result<Option<MessageRecord>> {
         let mut conn = self.pool.acquire().await?;
-        let Some(chat_id) = super::chats::find_chat_id(&mut conn, session, &chat.to_string()).await? else {
+        let Some(chat_id) =
+            super::chats::find_chat_id(&mut conn, session, &chat.to_string()).await?
+        else {
             return Ok(None);
         };
         Ok(sqlx::query_as::<_, MessageRecord>(&format!(

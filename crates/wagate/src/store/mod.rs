@@ -8,6 +8,7 @@
 pub mod api_keys;
 pub mod chats;
 pub mod contacts;
+mod flag;
 pub mod messages;
 pub mod sessions;
 
@@ -23,6 +24,7 @@ use tokio::sync::{Mutex, MutexGuard};
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use chats::{ChatPatch, ChatRecord, ChatUpsert};
 pub use contacts::{ContactFilter, ContactRecord, ContactSource, GroupMember};
+pub(crate) use flag::Flag;
 pub use messages::{MediaInfo, MessageRecord, MessageStatus, NewMessage, RecordOptions, Recorded};
 pub use sessions::{NewSession, SessionPatch, SessionRecord, SessionStatus};
 
@@ -74,7 +76,11 @@ impl Store {
             .await
             .with_context(|| format!("connecting to the {kind:?} database"))?;
         let write_gate = (kind == DbKind::Sqlite).then(|| Arc::new(Mutex::new(())));
-        Ok(Store { pool, kind, write_gate })
+        Ok(Store {
+            pool,
+            kind,
+            write_gate,
+        })
     }
 
     /// Applies the embedded migrations of this store's dialect.
@@ -83,7 +89,10 @@ impl Store {
             DbKind::Sqlite => sqlx::migrate!("migrations/sqlite"),
             DbKind::Postgres => sqlx::migrate!("migrations/postgres"),
         };
-        migrator.run(&self.pool).await.context("applying database migrations")?;
+        migrator
+            .run(&self.pool)
+            .await
+            .context("applying database migrations")?;
         Ok(())
     }
 
@@ -114,17 +123,22 @@ impl Store {
 
     /// Reads a value from the `meta` table.
     pub async fn meta_get(&self, key: &str) -> anyhow::Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1").bind(key).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// Sets `key` only if it is not set yet; true when this call set it.
     pub async fn meta_claim(&self, key: &str, value: &str) -> anyhow::Result<bool> {
         let _w = self.write_gate().await;
-        let r = sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 }
@@ -141,7 +155,9 @@ fn db_kind(url: &str) -> anyhow::Result<DbKind> {
 
 /// Makes sure a SQLite file URL creates its file and folder.
 fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
-    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
     let (path, query) = match rest.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (rest, None),
@@ -149,7 +165,8 @@ fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
     if path != ":memory:" && !path.is_empty() {
         if let Some(parent) = std::path::Path::new(path).parent() {
             if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
             }
         }
     }
@@ -181,8 +198,13 @@ mod tests {
 
     #[test]
     fn sqlite_urls_get_create_mode() {
-        assert_eq!(prepare_sqlite_url("sqlite::memory:").unwrap(), "sqlite://:memory:?mode=rwc");
-        assert!(prepare_sqlite_url("sqlite:///tmp/x.db?mode=ro").unwrap().ends_with("mode=ro"));
+        assert_eq!(
+            prepare_sqlite_url("sqlite::memory:").unwrap(),
+            "sqlite://:memory:?mode=rwc"
+        );
+        assert!(prepare_sqlite_url("sqlite:///tmp/x.db?mode=ro")
+            .unwrap()
+            .ends_with("mode=ro"));
         assert!(db_kind("mysql://x").is_err());
     }
 

@@ -43,7 +43,10 @@ impl SessionStatus {
 
     /// True while the engine holds (or is building) a connection for the session.
     pub fn is_active(self) -> bool {
-        matches!(self, SessionStatus::Starting | SessionStatus::ScanQrCode | SessionStatus::Working)
+        matches!(
+            self,
+            SessionStatus::Starting | SessionStatus::ScanQrCode | SessionStatus::Working
+        )
     }
 }
 
@@ -57,7 +60,9 @@ pub struct SessionRecord {
     pub wa_jid: Option<String>,
     pub wa_lid: Option<String>,
     pub push_name: Option<String>,
+    #[sqlx(try_from = "super::Flag")]
     pub auto_read: bool,
+    #[sqlx(try_from = "super::Flag")]
     pub presence_typing: bool,
     pub rate_per_min: i64,
     pub rate_per_hour: i64,
@@ -118,28 +123,41 @@ impl Store {
     }
 
     /// The session `id` if it belongs to `org` (`None` for another org's session: callers answer 404).
-    pub async fn get_session(&self, org: &str, id: &SessionId) -> anyhow::Result<Option<SessionRecord>> {
-        Ok(sqlx::query_as::<_, SessionRecord>(&format!("SELECT {COLS} FROM sessions WHERE id = $1 AND org_id = $2"))
-            .bind(id.to_string())
-            .bind(org)
-            .fetch_optional(&self.pool)
-            .await?)
+    pub async fn get_session(
+        &self,
+        org: &str,
+        id: &SessionId,
+    ) -> anyhow::Result<Option<SessionRecord>> {
+        Ok(sqlx::query_as::<_, SessionRecord>(&format!(
+            "SELECT {COLS} FROM sessions WHERE id = $1 AND org_id = $2"
+        ))
+        .bind(id.to_string())
+        .bind(org)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Any session by id, whatever its org (for the engine and the CLI).
-    pub async fn get_session_any_org(&self, id: &SessionId) -> anyhow::Result<Option<SessionRecord>> {
-        Ok(sqlx::query_as::<_, SessionRecord>(&format!("SELECT {COLS} FROM sessions WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?)
+    pub async fn get_session_any_org(
+        &self,
+        id: &SessionId,
+    ) -> anyhow::Result<Option<SessionRecord>> {
+        Ok(sqlx::query_as::<_, SessionRecord>(&format!(
+            "SELECT {COLS} FROM sessions WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// An org's sessions, oldest first (ULIDs sort by creation time).
     pub async fn list_sessions(&self, org: &str) -> anyhow::Result<Vec<SessionRecord>> {
-        Ok(sqlx::query_as::<_, SessionRecord>(&format!("SELECT {COLS} FROM sessions WHERE org_id = $1 ORDER BY id"))
-            .bind(org)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_as::<_, SessionRecord>(&format!(
+            "SELECT {COLS} FROM sessions WHERE org_id = $1 ORDER BY id"
+        ))
+        .bind(org)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Sessions the engine should bring back after a restart.
@@ -151,7 +169,12 @@ impl Store {
         .await?)
     }
 
-    pub async fn update_session(&self, org: &str, id: &SessionId, p: SessionPatch) -> anyhow::Result<Option<SessionRecord>> {
+    pub async fn update_session(
+        &self,
+        org: &str,
+        id: &SessionId,
+        p: SessionPatch,
+    ) -> anyhow::Result<Option<SessionRecord>> {
         let _w = self.write_gate().await;
         Ok(sqlx::query_as::<_, SessionRecord>(&format!(
             "UPDATE sessions SET
@@ -177,7 +200,11 @@ impl Store {
     }
 
     /// Records a lifecycle change reported by the engine.
-    pub async fn set_session_status(&self, id: &SessionId, status: SessionStatus) -> anyhow::Result<()> {
+    pub async fn set_session_status(
+        &self,
+        id: &SessionId,
+        status: SessionStatus,
+    ) -> anyhow::Result<()> {
         let now = now_ms();
         let _w = self.write_gate().await;
         sqlx::query(
@@ -222,17 +249,24 @@ impl Store {
         let _w = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
         let sid = id.to_string();
-        let owned: Option<String> = sqlx::query_scalar("SELECT id FROM sessions WHERE id = $1 AND org_id = $2")
-            .bind(&sid)
-            .bind(org)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let owned: Option<String> =
+            sqlx::query_scalar("SELECT id FROM sessions WHERE id = $1 AND org_id = $2")
+                .bind(&sid)
+                .bind(org)
+                .fetch_optional(&mut *tx)
+                .await?;
         if owned.is_none() {
             return Ok(false);
         }
         // Messages go first in one statement; the cascade would otherwise visit them chat by chat.
-        sqlx::query("DELETE FROM messages WHERE session_id = $1").bind(&sid).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM sessions WHERE id = $1").bind(&sid).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM messages WHERE session_id = $1")
+            .bind(&sid)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(&sid)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }

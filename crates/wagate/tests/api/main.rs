@@ -1,0 +1,14 @@
+//! The integration suite: the whole app in process, each test on a fresh database, every
+//! test run on SQLite and again on PostgreSQL (the `sqlite` / `postgres` test pairs).
+
+mod support;
+
+mod api_keys;
+mod auth;
+mod chats;
+mod contacts;
+mod errors;
+mod ingest;
+mod messages;
+mod openapi;
+mod sessions;

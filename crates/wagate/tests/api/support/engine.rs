@@ -1,0 +1,139 @@
+//! A scripted engine for tests: sessions get a "connected" client only when a test says so,
+//! and every live call is recorded.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use wagate::domain::{Jid, Phone, SessionId};
+use wagate::engine::{ChatPresence, Engine, EngineError, LiveClient, OnWhatsApp, QrCode};
+use wagate::store::{SessionRecord, SessionStatus, Store};
+
+#[derive(Default)]
+pub struct ScriptedClient {
+    pub presences: Mutex<Vec<(String, ChatPresence)>>,
+    /// Numbers (digits) that are "on WhatsApp".
+    pub directory: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl LiveClient for ScriptedClient {
+    async fn send_chat_presence(&self, chat: &Jid, state: ChatPresence) -> Result<(), EngineError> {
+        self.presences
+            .lock()
+            .unwrap()
+            .push((chat.to_string(), state));
+        Ok(())
+    }
+
+    async fn is_on_whatsapp(&self, phone: &Phone) -> Result<OnWhatsApp, EngineError> {
+        let registered = self
+            .directory
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|d| d == phone.digits());
+        Ok(OnWhatsApp {
+            registered,
+            jid: registered.then(|| Jid::phone(phone.digits())),
+        })
+    }
+}
+
+pub struct ScriptedEngine {
+    store: Store,
+    clients: Mutex<HashMap<SessionId, Arc<ScriptedClient>>>,
+    /// Sessions `start` was called for.
+    pub started: Mutex<Vec<SessionId>>,
+    pub stopped: Mutex<Vec<SessionId>>,
+}
+
+impl ScriptedEngine {
+    pub fn new(store: Store) -> Self {
+        ScriptedEngine {
+            store,
+            clients: Mutex::default(),
+            started: Mutex::default(),
+            stopped: Mutex::default(),
+        }
+    }
+
+    /// Gives the session a connected client.
+    pub fn connect(&self, sid: &str) -> Arc<ScriptedClient> {
+        let c = Arc::new(ScriptedClient::default());
+        self.clients
+            .lock()
+            .unwrap()
+            .insert(sid.parse().unwrap(), c.clone());
+        c
+    }
+}
+
+#[async_trait]
+impl Engine for ScriptedEngine {
+    async fn start(&self, session: &SessionRecord) -> Result<(), EngineError> {
+        let sid: SessionId = session.id.parse().unwrap();
+        self.started.lock().unwrap().push(sid);
+        Ok(())
+    }
+
+    async fn stop(&self, session: &SessionId) -> Result<(), EngineError> {
+        self.clients.lock().unwrap().remove(session);
+        self.stopped.lock().unwrap().push(*session);
+        Ok(())
+    }
+
+    async fn logout(&self, session: &SessionId) -> Result<(), EngineError> {
+        self.clients
+            .lock()
+            .unwrap()
+            .remove(session)
+            .map(|_| ())
+            .ok_or(EngineError::NotConnected)
+    }
+
+    async fn qr(&self, session: &SessionId) -> Result<QrCode, EngineError> {
+        let s = self
+            .store
+            .get_session_any_org(session)
+            .await
+            .unwrap()
+            .unwrap();
+        match s.status() {
+            SessionStatus::Starting | SessionStatus::ScanQrCode => Ok(QrCode {
+                code: format!("2@scripted-ref-{session},pubkey,identity,adv"),
+                expires_at: 1_900_000_000_000,
+            }),
+            other => Err(EngineError::Conflict(format!(
+                "the session is {} and shows no QR code",
+                other.as_str()
+            ))),
+        }
+    }
+
+    async fn pairing_code(
+        &self,
+        session: &SessionId,
+        phone: &Phone,
+    ) -> Result<String, EngineError> {
+        let s = self
+            .store
+            .get_session_any_org(session)
+            .await
+            .unwrap()
+            .unwrap();
+        if !s.status().is_active() {
+            return Err(EngineError::Conflict("start the session first".into()));
+        }
+        Ok(format!("{}CODE", &phone.digits()[..4]))
+    }
+
+    fn client(&self, session: &SessionId) -> Option<Arc<dyn LiveClient>> {
+        self.clients
+            .lock()
+            .unwrap()
+            .get(session)
+            .map(|c| c.clone() as Arc<dyn LiveClient>)
+    }
+}
