@@ -1,0 +1,382 @@
+//! The JSON control API: the simulated phone and the test operator.
+
+use anyhow::Result;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::info;
+use wacore_binary::builder::NodeBuilder;
+use wacore_binary::Node;
+
+use crate::conn::{keep, Conn, HandleFlow};
+use crate::nodes::{self, iq_error, SERVER};
+use crate::state::{DeviceFaults, Outbound, PendingPair, Sim};
+
+/// Errors are `{"error": {"code", "message"}}` with a matching status.
+pub struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(json!({"error": {"code": self.1, "message": self.2}})),
+        )
+            .into_response()
+    }
+}
+
+fn bad_request(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, "bad_request", msg.into())
+}
+
+fn not_found(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "not_found", msg.into())
+}
+
+fn valid_phone(phone: &str) -> Result<(), ApiError> {
+    if phone.len() < 5 || phone.len() > 20 || !phone.chars().all(|c| c.is_ascii_digit()) {
+        return Err(bad_request("phone must be 5-20 digits, no '+'"));
+    }
+    Ok(())
+}
+
+/// `GET /control/health`
+pub async fn health() -> Json<serde_json::Value> {
+    Json(json!({"ok": true}))
+}
+
+#[derive(Deserialize)]
+pub struct ScanRequest {
+    pub qr: String,
+    pub phone: String,
+    /// Push name of the account (optional).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct ScanResponse {
+    pub jid: String,
+    pub lid: String,
+    pub device: u16,
+}
+
+/// `POST /control/scan {"qr", "phone", "name"?}`: the phone of `phone`
+/// scans the QR code a companion shows, and links it.
+pub async fn scan(
+    State(sim): State<Sim>,
+    Json(req): Json<ScanRequest>,
+) -> Result<Json<ScanResponse>, ApiError> {
+    valid_phone(&req.phone)?;
+    let qr = crate::pairing::parse_qr(&req.qr).map_err(|e| bad_request(format!("{e:#}")))?;
+    let mut w = sim.world();
+    let conn = *w
+        .qr_refs
+        .get(&qr.pairing_ref)
+        .ok_or_else(|| not_found("no connected device shows this QR ref"))?;
+    let reg = w
+        .conns
+        .get(&conn)
+        .and_then(|c| c.registration.clone())
+        .ok_or_else(|| not_found("device is gone"))?;
+    if reg.noise_pub != qr.noise_pub || reg.identity_pub != qr.identity_pub {
+        return Err(bad_request("QR keys do not match the connected device"));
+    }
+    if w.pending_pairs.contains_key(&conn) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "conflict",
+            "pairing already in progress".into(),
+        ));
+    }
+    let phone = req.phone.clone();
+    let account = w.account_mut(&phone);
+    if let Some(n) = req.name.as_ref().filter(|n| !n.is_empty()) {
+        account.push_name = n.clone();
+    }
+    let device = account.next_device;
+    account.next_device += 1;
+    let key_index = account.next_key_index;
+    account.next_key_index += 1;
+    let identity = crate::pairing::build_device_identity(
+        &account.account_key,
+        &reg.identity_pub,
+        &qr.adv_secret,
+        u32::from(device),
+        key_index,
+    )
+    .map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{e:#}"),
+        )
+    })?;
+    let lid = account.lid.clone();
+    let push_name = account.push_name.clone();
+    let iq_id = crate::iq::random_id();
+    let node = pair_success_node(&iq_id, &phone, &lid, device, identity, &push_name);
+    w.pending_pairs.insert(
+        conn,
+        PendingPair {
+            iq_id,
+            phone: phone.clone(),
+            device,
+            key_index,
+            registration: reg,
+        },
+    );
+    if let Some(c) = w.conns.get_mut(&conn) {
+        let refs = std::mem::take(&mut c.refs);
+        for r in refs {
+            w.qr_refs.remove(&r);
+        }
+    }
+    w.send(conn, Outbound::Node(node));
+    info!("phone {phone} scanned a QR: linking device {device}");
+    Ok(Json(ScanResponse {
+        jid: format!("{phone}:{device}@{SERVER}"),
+        lid: format!("{lid}:{device}@lid"),
+        device,
+    }))
+}
+
+fn pair_success_node(
+    iq_id: &str,
+    phone: &str,
+    lid: &str,
+    device: u16,
+    identity: Vec<u8>,
+    push_name: &str,
+) -> Node {
+    let mut kids = vec![
+        NodeBuilder::new("device-identity").bytes(identity).build(),
+        NodeBuilder::new("device")
+            .attr("jid", format!("{phone}:{device}@{SERVER}"))
+            .attr("lid", format!("{lid}:{device}@lid"))
+            .build(),
+        NodeBuilder::new("platform").attr("name", "smba").build(),
+    ];
+    if !push_name.is_empty() {
+        // whatsapp-rust takes the push name from <biz name>; without it the
+        // name only arrives through app-state sync, which the simulator does
+        // not serve yet.
+        kids.push(
+            NodeBuilder::new("biz")
+                .attr("name", push_name.to_string())
+                .build(),
+        );
+    }
+    NodeBuilder::new("iq")
+        .attr("from", SERVER)
+        .attr("type", "set")
+        .attr("id", iq_id.to_string())
+        .attr("xmlns", "md")
+        .children([NodeBuilder::new("pair-success").children(kids).build()])
+        .build()
+}
+
+/// `md` / `link_code_companion_reg`: the client asks for a pairing code.
+pub(crate) async fn pair_code_request(c: &mut Conn, id: &str, node: &Node) -> Result<HandleFlow> {
+    c.sim
+        .world()
+        .record_unhandled(None, format!("pairing code: {}", nodes::render(node)));
+    c.send_node(&iq_error(id, 501, "feature-not-implemented"))
+        .await?;
+    Ok(keep())
+}
+
+#[derive(Deserialize)]
+pub struct PairCodeConfirm {
+    pub phone: String,
+    pub code: String,
+}
+
+/// `POST /control/pair-code {"phone", "code"}`: confirm a pairing code on the phone.
+pub async fn confirm_pair_code(
+    State(_sim): State<Sim>,
+    Json(req): Json<PairCodeConfirm>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    valid_phone(&req.phone)?;
+    let _ = req.code;
+    Err(ApiError(
+        StatusCode::NOT_IMPLEMENTED,
+        "not_implemented",
+        "pairing-code flow is not implemented yet".into(),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct DirectoryAdd {
+    pub phones: Vec<String>,
+}
+
+/// `POST /control/directory {"phones": [..]}`: numbers that are "on WhatsApp".
+pub async fn add_directory(
+    State(sim): State<Sim>,
+    Json(req): Json<DirectoryAdd>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    for p in &req.phones {
+        valid_phone(p)?;
+    }
+    let entries: Vec<_> = req
+        .phones
+        .iter()
+        .map(|p| json!({"phone": p, "lid": format!("{}@lid", sim.add_number(p))}))
+        .collect();
+    Ok(Json(json!({ "added": entries })))
+}
+
+/// `GET /control/directory`
+pub async fn list_directory(State(sim): State<Sim>) -> Json<serde_json::Value> {
+    let w = sim.world();
+    let entries: Vec<_> = w
+        .directory
+        .iter()
+        .map(|(p, l)| json!({"phone": p, "lid": format!("{l}@lid"), "account": w.accounts.contains_key(p)}))
+        .collect();
+    Json(json!({ "numbers": entries }))
+}
+
+/// `GET /control/accounts`
+pub async fn list_accounts(State(sim): State<Sim>) -> Json<serde_json::Value> {
+    let w = sim.world();
+    let accounts: Vec<_> = w
+        .accounts
+        .values()
+        .map(|a| {
+            json!({
+                "phone": a.phone,
+                "lid": format!("{}@lid", a.lid),
+                "push_name": a.push_name,
+                "devices": a.devices.values().collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({ "accounts": accounts }))
+}
+
+/// `GET /control/connections`
+pub async fn list_connections(State(sim): State<Sim>) -> Json<serde_json::Value> {
+    let w = sim.world();
+    let conns: Vec<_> = w
+        .conns
+        .iter()
+        .map(|(id, c)| {
+            json!({
+                "id": id,
+                "jid": c.device.as_ref().map(|(p, d)| format!("{p}:{d}@{SERVER}")),
+                "pairing": c.registration.is_some() && c.device.is_none(),
+                "connected_at": c.connected_at,
+                "available": c.available,
+            })
+        })
+        .collect();
+    Json(json!({ "connections": conns }))
+}
+
+/// `GET /control/qr`: refs currently issued to unpaired sockets.
+pub async fn list_qr(State(sim): State<Sim>) -> Json<serde_json::Value> {
+    let w = sim.world();
+    let refs: Vec<_> = w
+        .qr_refs
+        .iter()
+        .map(|(r, c)| json!({"ref": r, "connection": c}))
+        .collect();
+    Json(json!({ "refs": refs }))
+}
+
+#[derive(Deserialize)]
+pub struct FaultRequest {
+    /// `PHONE:DEVICE@s.whatsapp.net` (or `PHONE:DEVICE`).
+    pub jid: String,
+    /// `close`, `restart` (515), `logout` (401), `replaced` (conflict),
+    /// `ignore_pings`, `answer_pings`, `ban` (refuse next logins with 402).
+    pub kind: String,
+    /// For `ban`: how many logins to refuse (default 1).
+    #[serde(default)]
+    pub count: Option<u32>,
+}
+
+fn parse_device(jid: &str) -> Option<(String, u16)> {
+    let user = jid.split('@').next()?;
+    let (phone, dev) = user.split_once(':')?;
+    Some((phone.to_string(), dev.parse().ok()?))
+}
+
+/// `POST /control/fault {"jid", "kind", "count"?}`
+pub async fn fault(
+    State(sim): State<Sim>,
+    Json(req): Json<FaultRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (phone, dev) =
+        parse_device(&req.jid).ok_or_else(|| bad_request("jid must be PHONE:DEVICE@..."))?;
+    let mut w = sim.world();
+    let conn = w.conn_of_device(&phone, dev);
+    let need_conn = |c: Option<u64>| c.ok_or_else(|| not_found("device is not connected"));
+    let delivered = match req.kind.as_str() {
+        "close" => w.send(need_conn(conn)?, Outbound::Close),
+        "restart" => w.send(
+            need_conn(conn)?,
+            Outbound::NodeThenClose(nodes::stream_error(Some("515"), None)),
+        ),
+        "logout" => {
+            if let Some(a) = w.accounts.get_mut(&phone) {
+                a.devices.remove(&dev);
+            }
+            match conn {
+                Some(c) => w.send(
+                    c,
+                    Outbound::NodeThenClose(nodes::stream_error(Some("401"), None)),
+                ),
+                None => false,
+            }
+        }
+        "replaced" => w.send(
+            need_conn(conn)?,
+            Outbound::NodeThenClose(nodes::stream_error(None, Some("replaced"))),
+        ),
+        "ignore_pings" | "answer_pings" => {
+            let on = req.kind == "ignore_pings";
+            w.faults
+                .entry((phone.clone(), dev))
+                .or_insert_with(DeviceFaults::default)
+                .ignore_pings = on;
+            if let Some(c) = conn.and_then(|c| w.conns.get_mut(&c)) {
+                c.ignore_pings = on;
+            }
+            conn.is_some()
+        }
+        "ban" => {
+            w.faults
+                .entry((phone.clone(), dev))
+                .or_insert_with(DeviceFaults::default)
+                .ban_logins = req.count.unwrap_or(1);
+            conn.is_some()
+        }
+        other => return Err(bad_request(format!("unknown fault kind {other:?}"))),
+    };
+    info!(
+        "fault {} on {phone}:{dev} (connected: {delivered})",
+        req.kind
+    );
+    Ok(Json(json!({"applied": req.kind, "connected": delivered})))
+}
+
+/// `GET /control/chatstates`
+pub async fn list_chatstates(State(sim): State<Sim>) -> Json<serde_json::Value> {
+    Json(json!({ "chatstates": sim.world().chatstates }))
+}
+
+/// `GET /control/presences`
+pub async fn list_presences(State(sim): State<Sim>) -> Json<serde_json::Value> {
+    Json(json!({ "presences": sim.world().presences }))
+}
+
+/// `GET /control/unhandled`: every stanza or query the simulator did not understand.
+pub async fn list_unhandled(State(sim): State<Sim>) -> Json<serde_json::Value> {
+    Json(json!({ "unhandled": sim.world().unhandled }))
+}

@@ -1,0 +1,96 @@
+//! `wa-sim`: a WhatsApp server simulator on loopback.
+//!
+//! Unmodified `whatsapp-rust` clients connect to [`serve`]'s WebSocket
+//! (`ws://HOST:PORT/ws/chat`); the JSON control API under `/control/...` on
+//! the same port plays the phone (scan a QR, confirm a pairing code), edits
+//! the number directory, injects faults and lists what was recorded.
+
+pub mod conn;
+pub mod control;
+pub mod iq;
+pub mod nodes;
+pub mod noise;
+pub mod pairing;
+pub mod state;
+
+use std::net::SocketAddr;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::{any, get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use state::{Sim, SimConfig};
+
+/// The whole HTTP surface: the chat WebSocket and the control API.
+pub fn app(sim: Sim) -> Router {
+    Router::new()
+        .route("/ws/chat", any(ws_chat))
+        .route("/control/health", get(control::health))
+        .route("/control/scan", post(control::scan))
+        .route("/control/pair-code", post(control::confirm_pair_code))
+        .route("/control/directory", get(control::list_directory))
+        .route("/control/directory", post(control::add_directory))
+        .route("/control/accounts", get(control::list_accounts))
+        .route("/control/connections", get(control::list_connections))
+        .route("/control/qr", get(control::list_qr))
+        .route("/control/fault", post(control::fault))
+        .route("/control/chatstates", get(control::list_chatstates))
+        .route("/control/presences", get(control::list_presences))
+        .route("/control/unhandled", get(control::list_unhandled))
+        .with_state(sim)
+}
+
+/// `GET /ws/chat`: the WhatsApp chat socket.
+async fn ws_chat(State(sim): State<Sim>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(1 << 25)
+        .on_upgrade(move |socket| conn::run(sim, socket))
+}
+
+/// A running simulator bound to a loopback port.
+pub struct Running {
+    pub sim: Sim,
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// `ws://ADDR/ws/chat`, the URL to give the client's transport factory.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws/chat", self.addr)
+    }
+
+    /// `http://ADDR`, the base of the control API.
+    pub fn http_base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `sim` on an already bound listener until the task is dropped.
+pub async fn serve(listener: TcpListener, sim: Sim) -> std::io::Result<()> {
+    axum::serve(listener, app(sim)).await
+}
+
+/// Binds `addr` (use port 0 in tests) and serves in a background task.
+pub async fn start(addr: &str, config: SimConfig) -> std::io::Result<Running> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let sim = Sim::new(config);
+    let task = tokio::spawn({
+        let sim = sim.clone();
+        async move {
+            if let Err(e) = serve(listener, sim).await {
+                tracing::error!("wa-sim server stopped: {e}");
+            }
+        }
+    });
+    Ok(Running { sim, addr, task })
+}

@@ -1,0 +1,281 @@
+//! The simulator's world: accounts and their devices, the number directory,
+//! live connections, faults, and what was recorded for the control API.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use wacore_binary::Node;
+use wacore_libsignal::protocol::KeyPair;
+
+use crate::nodes::now_secs;
+use crate::noise::ServerIdentity;
+
+/// Tunables. `Default` matches WhatsApp where there is a known value.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// How many QR refs the server hands a new device (WhatsApp: 6).
+    pub qr_refs: usize,
+    /// Pre-keys the server claims to hold before the client uploads any.
+    pub initial_prekey_count: u32,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            qr_refs: 6,
+            initial_prekey_count: 0,
+        }
+    }
+}
+
+/// What the connection task is asked to do from outside.
+#[derive(Debug)]
+pub enum Outbound {
+    Node(Node),
+    /// Send the node, then close the socket.
+    NodeThenClose(Node),
+    Close,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceInfo {
+    pub id: u16,
+    #[serde(skip)]
+    pub noise_pub: [u8; 32],
+    #[serde(skip)]
+    pub identity_pub: [u8; 32],
+    pub registration_id: u32,
+    pub key_index: u32,
+    pub platform: String,
+    pub prekeys: u32,
+    pub paired_at: u64,
+}
+
+pub struct Account {
+    pub phone: String,
+    pub lid: String,
+    pub push_name: String,
+    /// The phone's identity key: signs companion device identities.
+    pub account_key: KeyPair,
+    pub devices: BTreeMap<u16, DeviceInfo>,
+    pub next_device: u16,
+    pub next_key_index: u32,
+}
+
+/// Registration data a not-yet-paired client sent in its login payload.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub noise_pub: [u8; 32],
+    pub identity_pub: [u8; 32],
+    pub registration_id: u32,
+    pub platform: String,
+}
+
+/// A pair-success sent to a connection, waiting for its pair-device-sign.
+#[derive(Clone, Debug)]
+pub struct PendingPair {
+    pub iq_id: String,
+    pub phone: String,
+    pub device: u16,
+    pub key_index: u32,
+    pub registration: Registration,
+}
+
+/// A pairing code the client registered with `pair_with_code`.
+#[derive(Clone, Debug)]
+pub struct PendingCode {
+    pub conn: u64,
+    pub phone: String,
+    pub code: String,
+    pub companion: crate::pairing::CodeCompanion,
+}
+
+pub struct ConnEntry {
+    pub tx: mpsc::UnboundedSender<Outbound>,
+    /// `(phone, device)` once logged in.
+    pub device: Option<(String, u16)>,
+    pub registration: Option<Registration>,
+    pub refs: Vec<String>,
+    pub connected_at: u64,
+    pub ignore_pings: bool,
+    pub available: bool,
+    /// Phones whose presence this socket subscribed to.
+    pub subscribed: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DeviceFaults {
+    /// Refuse this many upcoming logins with a temporary ban (402).
+    pub ban_logins: u32,
+    /// Stop answering keepalive pings.
+    pub ignore_pings: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChatStateRecord {
+    pub at: u64,
+    pub from: String,
+    pub to: String,
+    /// `composing`, `recording` or `paused`.
+    pub state: String,
+    pub delivered_to: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PresenceRecord {
+    pub at: u64,
+    pub from: String,
+    /// `available`, `unavailable`, `subscribe`...
+    pub kind: String,
+    pub name: Option<String>,
+    pub delivered_to: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct UnhandledRecord {
+    pub at: u64,
+    pub from: Option<String>,
+    pub node: String,
+}
+
+#[derive(Default)]
+pub struct World {
+    pub accounts: BTreeMap<String, Account>,
+    /// Numbers on WhatsApp → LID user. Accounts are added on pairing.
+    pub directory: BTreeMap<String, String>,
+    pub conns: HashMap<u64, ConnEntry>,
+    pub qr_refs: HashMap<String, u64>,
+    pub pending_pairs: HashMap<u64, PendingPair>,
+    pub pending_codes: Vec<PendingCode>,
+    pub faults: HashMap<(String, u16), DeviceFaults>,
+    pub chatstates: Vec<ChatStateRecord>,
+    pub presences: Vec<PresenceRecord>,
+    pub unhandled: Vec<UnhandledRecord>,
+    next_lid: u64,
+}
+
+impl World {
+    /// The LID for `phone`, assigning a new stable one on first sight.
+    pub fn lid_for(&mut self, phone: &str) -> String {
+        if let Some(lid) = self.directory.get(phone) {
+            return lid.clone();
+        }
+        self.next_lid += 1;
+        let lid = format!("{}", 100_000_000_000_000u64 + self.next_lid * 7919);
+        self.directory.insert(phone.to_string(), lid.clone());
+        lid
+    }
+
+    pub fn phone_for_lid(&self, lid: &str) -> Option<String> {
+        self.directory
+            .iter()
+            .find(|(_, l)| l.as_str() == lid)
+            .map(|(p, _)| p.clone())
+    }
+
+    /// The account for `phone`, created (with a fresh phone identity) if new.
+    pub fn account_mut(&mut self, phone: &str) -> &mut Account {
+        let lid = self.lid_for(phone);
+        self.accounts
+            .entry(phone.to_string())
+            .or_insert_with(|| Account {
+                phone: phone.to_string(),
+                lid,
+                push_name: String::new(),
+                account_key: KeyPair::generate(&mut rand::rng()),
+                devices: BTreeMap::new(),
+                next_device: 1,
+                next_key_index: 1,
+            })
+    }
+
+    /// Connections logged in as one of `phone`'s devices.
+    pub fn conns_of(&self, phone: &str) -> Vec<(u64, &ConnEntry)> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.device.as_ref().is_some_and(|(p, _)| p == phone))
+            .map(|(id, c)| (*id, c))
+            .collect()
+    }
+
+    pub fn conn_of_device(&self, phone: &str, device: u16) -> Option<u64> {
+        self.conns
+            .iter()
+            .find(|(_, c)| {
+                c.device
+                    .as_ref()
+                    .is_some_and(|(p, d)| p == phone && *d == device)
+            })
+            .map(|(id, _)| *id)
+    }
+
+    pub fn send(&self, conn: u64, out: Outbound) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.tx.send(out).is_ok())
+    }
+
+    pub fn record_unhandled(&mut self, from: Option<String>, node: String) {
+        tracing::warn!(from = ?from, "query not understood: {node}");
+        self.unhandled.push(UnhandledRecord {
+            at: now_secs(),
+            from,
+            node,
+        });
+    }
+}
+
+pub(crate) struct Inner {
+    pub identity: ServerIdentity,
+    pub config: SimConfig,
+    pub world: Mutex<World>,
+    next_conn: AtomicU64,
+}
+
+/// A simulator instance; cheap to clone.
+#[derive(Clone)]
+pub struct Sim(pub(crate) Arc<Inner>);
+
+impl Sim {
+    pub fn new(config: SimConfig) -> Self {
+        Sim(Arc::new(Inner {
+            identity: ServerIdentity::generate(),
+            config,
+            world: Mutex::new(World::default()),
+            next_conn: AtomicU64::new(1),
+        }))
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.0.config
+    }
+
+    pub(crate) fn identity(&self) -> &ServerIdentity {
+        &self.0.identity
+    }
+
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.0.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.0.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds `phone` to the directory (as a number on WhatsApp); returns its LID.
+    pub fn add_number(&self, phone: &str) -> String {
+        self.world().lid_for(phone)
+    }
+
+    /// Number of sockets currently logged in as a device.
+    pub fn logged_in_count(&self) -> usize {
+        self.world()
+            .conns
+            .values()
+            .filter(|c| c.device.is_some())
+            .count()
+    }
+}

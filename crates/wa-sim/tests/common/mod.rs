@@ -1,0 +1,230 @@
+//! Shared test harness: an in-process simulator on 127.0.0.1:0 and real
+//! whatsapp-rust clients pointed at it.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+use wa_sim::{Running, SimConfig};
+use whatsapp_rust::bot::{Bot, BotHandle};
+use whatsapp_rust::store::traits::Backend;
+use whatsapp_rust::types::events::Event;
+use whatsapp_rust::wacore::store::InMemoryBackend;
+use whatsapp_rust::Client;
+use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
+use whatsapp_rust_ureq_http_client::UreqHttpClient;
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub async fn sim() -> Running {
+    sim_with(SimConfig::default()).await
+}
+
+pub async fn sim_with(config: SimConfig) -> Running {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "wa_sim=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    wa_sim::start("127.0.0.1:0", config)
+        .await
+        .expect("start simulator")
+}
+
+/// Every event a client emitted, in arrival order, with a waiter.
+#[derive(Clone, Default)]
+pub struct Events {
+    list: Arc<Mutex<Vec<Arc<Event>>>>,
+    notify: Arc<Notify>,
+}
+
+impl Events {
+    fn push(&self, e: Arc<Event>) {
+        self.list.lock().unwrap().push(e);
+        self.notify.notify_waiters();
+    }
+
+    pub fn all(&self) -> Vec<Arc<Event>> {
+        self.list.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, pred: impl Fn(&Event) -> bool) -> usize {
+        self.list.lock().unwrap().iter().filter(|e| pred(e)).count()
+    }
+
+    /// Waits until the `n`-th (1-based) event matching `pred` arrives.
+    pub async fn wait_nth(
+        &self,
+        what: &str,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Arc<Event> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(e) = self
+                .list
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| pred(e))
+                .nth(n - 1)
+                .cloned()
+            {
+                return e;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let seen: Vec<String> = self
+                    .all()
+                    .iter()
+                    .map(|e| format!("{:?}", e).chars().take(80).collect())
+                    .collect();
+                panic!("timed out waiting for {what} (#{n}); events seen: {seen:#?}");
+            }
+        }
+    }
+
+    pub async fn wait(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Arc<Event> {
+        self.wait_nth(what, 1, timeout, pred).await
+    }
+}
+
+pub struct TestClient {
+    pub handle: Option<BotHandle>,
+    pub client: Arc<Client>,
+    pub events: Events,
+    pub backend: Arc<dyn Backend>,
+}
+
+impl TestClient {
+    pub async fn shutdown(mut self) {
+        if let Some(h) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(25), h.shutdown()).await;
+        }
+    }
+}
+
+pub fn new_backend() -> Arc<dyn Backend> {
+    Arc::new(InMemoryBackend::new())
+}
+
+/// Starts a real whatsapp-rust client against the simulator.
+pub async fn client(sim: &Running, backend: Arc<dyn Backend>) -> TestClient {
+    client_with(sim, backend, |b| b).await
+}
+
+pub async fn client_with(
+    sim: &Running,
+    backend: Arc<dyn Backend>,
+    tweak: impl FnOnce(
+        whatsapp_rust::bot::BotBuilder<
+            whatsapp_rust::bot::Provided,
+            whatsapp_rust::bot::Provided,
+            whatsapp_rust::bot::Provided,
+            whatsapp_rust::bot::Provided,
+        >,
+    ) -> whatsapp_rust::bot::BotBuilder<
+        whatsapp_rust::bot::Provided,
+        whatsapp_rust::bot::Provided,
+        whatsapp_rust::bot::Provided,
+        whatsapp_rust::bot::Provided,
+    >,
+) -> TestClient {
+    let events = Events::default();
+    let sink = events.clone();
+    let builder = Bot::builder()
+        .with_backend_arc(backend.clone())
+        .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(sim.ws_url()))
+        .with_http_client(UreqHttpClient::new())
+        .with_runtime(whatsapp_rust::TokioRuntime)
+        .with_version((2, 3000, 1_000_000_000))
+        .skip_history_sync()
+        .on_event(move |e, _c| {
+            let sink = sink.clone();
+            async move { sink.push(e) }
+        });
+    let bot = tweak(builder).build().await.expect("build bot");
+    let client = bot.client();
+    let handle = bot.spawn();
+    TestClient {
+        handle: Some(handle),
+        client,
+        events,
+        backend,
+    }
+}
+
+pub fn is_qr(e: &Event) -> bool {
+    matches!(e, Event::PairingQrCode(_))
+}
+
+pub fn qr_code(e: &Arc<Event>) -> String {
+    match &**e {
+        Event::PairingQrCode(q) => q.code.clone(),
+        other => panic!("not a QR event: {other:?}"),
+    }
+}
+
+pub fn is_connected(e: &Event) -> bool {
+    matches!(e, Event::Connected(_))
+}
+
+pub fn is_pair_success(e: &Event) -> bool {
+    matches!(e, Event::PairSuccess(_))
+}
+
+/// POST a JSON body to the control API (blocking HTTP on a worker thread).
+pub async fn post(sim: &Running, path: &str, body: Value) -> (u16, Value) {
+    let url = format!("{}{}", sim.http_base(), path);
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent.post(&url).send_json(&body).expect("control POST");
+        let status = resp.status().as_u16();
+        let v: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+        (status, v)
+    })
+    .await
+    .unwrap()
+}
+
+pub async fn get(sim: &Running, path: &str) -> Value {
+    let url = format!("{}{}", sim.http_base(), path);
+    tokio::task::spawn_blocking(move || {
+        let mut resp = ureq::get(&url).call().expect("control GET");
+        resp.body_mut().read_json().expect("json")
+    })
+    .await
+    .unwrap()
+}
+
+/// Pairs a fresh client as `phone` by scanning its first QR over the control
+/// API; returns it once `Connected`.
+pub async fn paired_client(sim: &Running, phone: &str, name: &str) -> TestClient {
+    let c = client(sim, new_backend()).await;
+    let qr = qr_code(&c.events.wait("first QR", WAIT, is_qr).await);
+    let (status, body) = post(
+        sim,
+        "/control/scan",
+        serde_json::json!({"qr": qr, "phone": phone, "name": name}),
+    )
+    .await;
+    assert_eq!(status, 200, "scan failed: {body}");
+    c.events.wait("PairSuccess", WAIT, is_pair_success).await;
+    c.events.wait("Connected", WAIT, is_connected).await;
+    c
+}
