@@ -241,6 +241,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn env_and_file_are_read() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -125,7 +125,7 @@ pub struct Message {
 
 impl Message {
     pub fn from_record(m: MessageRecord, chat_jid: &str) -> Self {
-        let media = m.has_media.then(|| Media {
+        let media = m.has_media.then_some(Media {
             mimetype: m.media_mimetype,
             size: m.media_size,
             filename: m.media_filename,

@@ -382,39 +382,75 @@ async fn ensure_group(
     .await
 }
 
+/// Links a LID and a phone JID: the identities globally, the two DMs in this session.
+async fn link_in_session(
+    conn: &mut AnyConnection,
+    session: &str,
+    lid: &Jid,
+    pn: &Jid,
+) -> sqlx::Result<()> {
+    link_identity(conn, lid, pn).await?;
+    let (lid_s, pn_s) = (lid.to_string(), pn.to_string());
+    let by_pn = find_chat_id(conn, session, &pn_s).await?;
+    let by_lid = find_chat_id(conn, session, &lid_s).await?;
+    match (by_pn, by_lid) {
+        (None, None) => {}
+        (Some(p), None) => add_alias(conn, session, &lid_s, p).await?,
+        (None, Some(l)) => {
+            sqlx::query("UPDATE chats SET jid = $2 WHERE id = $1 AND jid = $3")
+                .bind(l)
+                .bind(&pn_s)
+                .bind(&lid_s)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM chat_aliases WHERE session_id = $1 AND jid = $2")
+                .bind(session)
+                .bind(&pn_s)
+                .execute(&mut *conn)
+                .await?;
+            add_alias(conn, session, &lid_s, l).await?;
+        }
+        (Some(p), Some(l)) if p == l => add_alias(conn, session, &lid_s, p).await?,
+        (Some(p), Some(l)) => merge_chat(conn, session, p, l).await?,
+    }
+    Ok(())
+}
+
 impl Store {
     /// Records that `lid` and `pn` (a phone JID) are the same person: merges their identities
     /// and, in this session, their two DMs into the phone-number chat (the LID stays as alias).
     pub async fn link_lid_pn(&self, session: &str, lid: &Jid, pn: &Jid) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            lid.is_lid() && pn.is_phone(),
-            "link_lid_pn needs a @lid and a @s.whatsapp.net JID"
-        );
+        self.link_lid_pns(session, &[(lid.clone(), pn.clone())])
+            .await
+    }
+
+    /// [`Store::link_lid_pn`] for many pairs in one transaction (history sync's mapping list).
+    pub async fn link_lid_pns(&self, session: &str, pairs: &[(Jid, Jid)]) -> anyhow::Result<()> {
+        for (lid, pn) in pairs {
+            anyhow::ensure!(
+                lid.is_lid() && pn.is_phone(),
+                "link_lid_pn needs a @lid and a @s.whatsapp.net JID, got {lid} and {pn}"
+            );
+        }
         let _w = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
-        link_identity(&mut tx, lid, pn).await?;
-        let (lid_s, pn_s) = (lid.to_string(), pn.to_string());
-        let by_pn = find_chat_id(&mut tx, session, &pn_s).await?;
-        let by_lid = find_chat_id(&mut tx, session, &lid_s).await?;
-        match (by_pn, by_lid) {
-            (None, None) => {}
-            (Some(p), None) => add_alias(&mut tx, session, &lid_s, p).await?,
-            (None, Some(l)) => {
-                sqlx::query("UPDATE chats SET jid = $2 WHERE id = $1 AND jid = $3")
-                    .bind(l)
-                    .bind(&pn_s)
-                    .bind(&lid_s)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM chat_aliases WHERE session_id = $1 AND jid = $2")
-                    .bind(session)
-                    .bind(&pn_s)
-                    .execute(&mut *tx)
-                    .await?;
-                add_alias(&mut tx, session, &lid_s, l).await?;
-            }
-            (Some(p), Some(l)) if p == l => add_alias(&mut tx, session, &lid_s, p).await?,
-            (Some(p), Some(l)) => merge_chat(&mut tx, session, p, l).await?,
+        for (lid, pn) in pairs {
+            link_in_session(&mut tx, session, lid, pn).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records many push names in one transaction.
+    pub async fn record_push_names(&self, names: &[(Jid, String)]) -> anyhow::Result<()> {
+        for (jid, _) in names {
+            anyhow::ensure!(jid.is_person(), "{jid} is not a person's address");
+        }
+        let _w = self.write_gate().await;
+        let mut tx = self.pool.begin().await?;
+        for (jid, name) in names {
+            let id = ensure_identity(&mut tx, jid).await?;
+            set_identity_name(&mut tx, id, "push_name", name).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -184,9 +184,8 @@ impl Store {
         let mut seen_people: HashSet<(String, Option<String>)> = HashSet::new();
         for m in msgs {
             let key = m.chat.to_string();
-            if !chat_ids.contains_key(&key) {
-                let id = ensure_chat(&mut tx, session, &m.chat).await?;
-                chat_ids.insert(key, id);
+            if let std::collections::hash_map::Entry::Vacant(slot) = chat_ids.entry(key) {
+                slot.insert(ensure_chat(&mut tx, session, &m.chat).await?);
             }
             // People: the DM partner (already noted by ensure_chat) gets its push name; group
             // authors are noted as seen in a group.

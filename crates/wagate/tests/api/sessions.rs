@@ -98,7 +98,7 @@ dual!(async fn lifecycle_through_the_engine(backend) {
     app.engine.connect(&sid);
     assert_eq!(app.post(&format!("{base}:logout"), json!(null)).await.json()["status"], "logged_out");
     app.post(&format!("{base}:explode"), json!(null)).await.expect_error(404, "not_found");
-    app.post(&format!("/api/v1/sessions/nope:start"), json!(null)).await.expect_error(400, "validation_error");
+    app.post("/api/v1/sessions/nope:start", json!(null)).await.expect_error(400, "validation_error");
 });
 
 #[tokio::test]
