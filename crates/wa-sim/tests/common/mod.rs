@@ -228,3 +228,28 @@ pub async fn paired_client(sim: &Running, phone: &str, name: &str) -> TestClient
     c.events.wait("Connected", WAIT, is_connected).await;
     c
 }
+
+/// Polls `cond` every 100 ms until it holds or `timeout` passes.
+pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !cond() {
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Simulator-side connection ids logged in as `phone:device`.
+pub fn conn_ids(sim: &Running, phone: &str, device: u16) -> Vec<u64> {
+    let w = sim.sim.world();
+    w.conns
+        .iter()
+        .filter(|(_, c)| {
+            c.device
+                .as_ref()
+                .is_some_and(|(p, d)| p == phone && *d == device)
+        })
+        .map(|(id, _)| *id)
+        .collect()
+}
