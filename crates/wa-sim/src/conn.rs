@@ -165,6 +165,7 @@ impl Conn {
             connected_at: now_secs(),
             ignore_pings: false,
             available: false,
+            pings: 0,
             subscribed: Vec::new(),
         };
         self.sim.world().conns.insert(self.id, entry);

@@ -272,6 +272,7 @@ pub async fn list_connections(State(sim): State<Sim>) -> Json<serde_json::Value>
                 "pairing": c.registration.is_some() && c.device.is_none(),
                 "connected_at": c.connected_at,
                 "available": c.available,
+                "pings": c.pings,
             })
         })
         .collect();

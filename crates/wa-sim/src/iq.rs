@@ -63,6 +63,9 @@ async fn handle_iq(c: &mut Conn, node: Node) -> Result<HandleFlow> {
                 debug!(conn = c.id, "fault: not answering ping");
                 return Ok(keep());
             }
+            if let Some(e) = c.sim.world().conns.get_mut(&c.id) {
+                e.pings += 1;
+            }
             Some(iq_result(&id, vec![]))
         }
         ("passive", "active") | ("passive", "passive") => {

@@ -102,6 +102,8 @@ pub struct ConnEntry {
     pub connected_at: u64,
     pub ignore_pings: bool,
     pub available: bool,
+    /// Keepalive pings answered on this socket.
+    pub pings: u64,
     /// Phones whose presence this socket subscribed to.
     pub subscribed: Vec<String>,
 }
