@@ -13,7 +13,7 @@ use wacore_binary::Node;
 
 use crate::conn::{keep, Conn, HandleFlow};
 use crate::nodes::{self, iq_error, SERVER};
-use crate::state::{DeviceFaults, Outbound, PendingPair, Sim};
+use crate::state::{ConfirmedCode, DeviceFaults, Outbound, PendingCode, PendingPair, Sim};
 
 /// Errors are `{"error": {"code", "message"}}` with a matching status.
 pub struct ApiError(StatusCode, &'static str, String);
@@ -92,21 +92,13 @@ pub async fn scan(
             "pairing already in progress".into(),
         ));
     }
-    let phone = req.phone.clone();
-    let account = w.account_mut(&phone);
-    if let Some(n) = req.name.as_ref().filter(|n| !n.is_empty()) {
-        account.push_name = n.clone();
-    }
-    let device = account.next_device;
-    account.next_device += 1;
-    let key_index = account.next_key_index;
-    account.next_key_index += 1;
-    let identity = crate::pairing::build_device_identity(
-        &account.account_key,
-        &reg.identity_pub,
+    let resp = link_device(
+        &mut w,
+        conn,
+        &req.phone,
+        req.name.as_deref(),
         &qr.adv_secret,
-        u32::from(device),
-        key_index,
+        reg,
     )
     .map_err(|e| {
         ApiError(
@@ -115,15 +107,48 @@ pub async fn scan(
             format!("{e:#}"),
         )
     })?;
+    info!(
+        "phone {} scanned a QR: linking device {}",
+        req.phone, resp.device
+    );
+    Ok(Json(resp))
+}
+
+/// The phone links the companion on `conn`: signs its identity with the
+/// account key (HMAC keyed by `adv_secret`) and sends `<pair-success>`.
+/// The device is stored once the companion answers with its signature.
+fn link_device(
+    w: &mut crate::state::World,
+    conn: u64,
+    phone: &str,
+    name: Option<&str>,
+    adv_secret: &[u8; 32],
+    reg: crate::state::Registration,
+) -> Result<ScanResponse> {
+    let account = w.account_mut(phone);
+    if let Some(n) = name.filter(|n| !n.is_empty()) {
+        account.push_name = n.to_string();
+    }
+    let device = account.next_device;
+    account.next_device += 1;
+    let key_index = account.next_key_index;
+    account.next_key_index += 1;
+    let identity = crate::pairing::build_device_identity(
+        &account.account_key,
+        &reg.identity_pub,
+        adv_secret,
+        u32::from(device),
+        key_index,
+    )?;
     let lid = account.lid.clone();
     let push_name = account.push_name.clone();
     let iq_id = crate::iq::random_id();
-    let node = pair_success_node(&iq_id, &phone, &lid, device, identity, &push_name);
+    let node = pair_success_node(&iq_id, phone, &lid, device, identity, &push_name);
     w.pending_pairs.insert(
         conn,
         PendingPair {
             iq_id,
-            phone: phone.clone(),
+            phone: phone.to_string(),
             device,
             key_index,
             registration: reg,
@@ -136,12 +161,11 @@ pub async fn scan(
         }
     }
     w.send(conn, Outbound::Node(node));
-    info!("phone {phone} scanned a QR: linking device {device}");
-    Ok(Json(ScanResponse {
+    Ok(ScanResponse {
         jid: format!("{phone}:{device}@{SERVER}"),
         lid: format!("{lid}:{device}@lid"),
         device,
-    }))
+    })
 }
 
 fn pair_success_node(
@@ -179,34 +203,209 @@ fn pair_success_node(
         .build()
 }
 
-/// `md` / `link_code_companion_reg`: the client asks for a pairing code.
+/// `md` / `link_code_companion_reg`: the pairing-code flow, companion side.
+/// `companion_hello` registers the code-wrapped ephemeral and returns a ref;
+/// `companion_finish` carries the key bundle once the phone confirmed.
 pub(crate) async fn pair_code_request(c: &mut Conn, id: &str, node: &Node) -> Result<HandleFlow> {
-    c.sim
-        .world()
-        .record_unhandled(None, format!("pairing code: {}", nodes::render(node)));
-    c.send_node(&iq_error(id, 501, "feature-not-implemented"))
-        .await?;
+    let Some(reg) = nodes::child(node, "link_code_companion_reg") else {
+        c.send_node(&iq_error(id, 400, "bad-request")).await?;
+        return Ok(keep());
+    };
+    let stage = nodes::attr(reg, "stage").unwrap_or_default();
+    let field = |tag: &str| {
+        nodes::child(reg, tag)
+            .and_then(nodes::bytes)
+            .map(<[u8]>::to_vec)
+    };
+    let phone = nodes::jid_user(&nodes::attr(reg, "jid").unwrap_or_default()).to_string();
+    match stage.as_str() {
+        "companion_hello" => {
+            let wrapped = field("link_code_pairing_wrapped_companion_ephemeral_pub");
+            let noise = field("companion_server_auth_key_pub");
+            let reply = {
+                let mut w = c.sim.world();
+                let reg_ok = w
+                    .conns
+                    .get(&c.id)
+                    .and_then(|e| e.registration.as_ref())
+                    .is_some_and(|r| noise.as_deref() == Some(&r.noise_pub[..]));
+                match wrapped {
+                    Some(wrapped) if reg_ok && wrapped.len() == 80 && phone.len() >= 5 => {
+                        let pairing_ref = crate::iq::random_ref();
+                        w.pending_codes.retain(|p| p.conn != c.id);
+                        w.pending_codes.push(PendingCode {
+                            conn: c.id,
+                            phone: phone.clone(),
+                            pairing_ref: pairing_ref.clone(),
+                            wrapped_companion_ephemeral: wrapped,
+                            confirmed: None,
+                            created_at: nodes::now_secs(),
+                        });
+                        info!(conn = c.id, "pairing code requested for {phone}");
+                        nodes::iq_result(
+                            id,
+                            vec![NodeBuilder::new("link_code_companion_reg")
+                                .children([NodeBuilder::new("link_code_pairing_ref")
+                                    .bytes(pairing_ref.into_bytes())
+                                    .build()])
+                                .build()],
+                        )
+                    }
+                    _ => iq_error(id, 400, "bad-request"),
+                }
+            };
+            c.send_node(&reply).await?;
+        }
+        "companion_finish" => {
+            let bundle = field("link_code_pairing_wrapped_key_bundle").unwrap_or_default();
+            let pairing_ref = field("link_code_pairing_ref").unwrap_or_default();
+            let outcome = {
+                let mut w = c.sim.world();
+                finish_code_pairing(&mut w, c.id, &phone, &bundle, &pairing_ref)
+            };
+            match outcome {
+                Ok(()) => c.send_node(&nodes::iq_result(id, vec![])).await?,
+                Err(e) => {
+                    tracing::warn!(conn = c.id, "companion_finish refused: {e:#}");
+                    c.send_node(&iq_error(id, 400, "bad-request")).await?;
+                }
+            }
+        }
+        _ => {
+            c.sim
+                .world()
+                .record_unhandled(None, format!("pairing code: {}", nodes::render(node)));
+            c.send_node(&iq_error(id, 501, "feature-not-implemented"))
+                .await?;
+        }
+    }
     Ok(keep())
+}
+
+fn finish_code_pairing(
+    w: &mut crate::state::World,
+    conn: u64,
+    phone: &str,
+    bundle: &[u8],
+    pairing_ref: &[u8],
+) -> Result<()> {
+    let pos = w
+        .pending_codes
+        .iter()
+        .position(|p| p.conn == conn && p.pairing_ref.as_bytes() == pairing_ref)
+        .ok_or_else(|| anyhow::anyhow!("no pairing code with this ref on this socket"))?;
+    if w.pending_codes[pos].phone != phone {
+        anyhow::bail!("companion_finish names another phone");
+    }
+    let pending = w.pending_codes.remove(pos);
+    let confirmed = pending
+        .confirmed
+        .ok_or_else(|| anyhow::anyhow!("the phone has not confirmed the code"))?;
+    let reg = w
+        .conns
+        .get(&conn)
+        .and_then(|c| c.registration.clone())
+        .ok_or_else(|| anyhow::anyhow!("socket has no registration"))?;
+    let account_key = w.account_mut(phone).account_key.clone();
+    let (companion_identity, adv) = crate::pairing::open_key_bundle(
+        bundle,
+        &confirmed.primary_ephemeral,
+        &confirmed.companion_ephemeral_pub,
+        &account_key,
+    )?;
+    if companion_identity != reg.identity_pub {
+        anyhow::bail!("key bundle identity differs from the registered one");
+    }
+    link_device(w, conn, phone, confirmed.name.as_deref(), &adv, reg)?;
+    Ok(())
 }
 
 #[derive(Deserialize)]
 pub struct PairCodeConfirm {
     pub phone: String,
     pub code: String,
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
-/// `POST /control/pair-code {"phone", "code"}`: confirm a pairing code on the phone.
+/// `POST /control/pair-code {"phone", "code", "name"?}`: the phone's user
+/// types the code the companion shows ("Link with phone number instead").
 pub async fn confirm_pair_code(
-    State(_sim): State<Sim>,
+    State(sim): State<Sim>,
     Json(req): Json<PairCodeConfirm>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     valid_phone(&req.phone)?;
-    let _ = req.code;
-    Err(ApiError(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "pairing-code flow is not implemented yet".into(),
-    ))
+    let code: String = req.code.chars().filter(|c| *c != '-').collect();
+    if code.len() != 8 {
+        return Err(bad_request("code must be 8 characters"));
+    }
+    let (conn, wrapped, pairing_ref) = {
+        let w = sim.world();
+        let p = w
+            .pending_codes
+            .iter()
+            .rev()
+            .find(|p| p.phone == req.phone)
+            .ok_or_else(|| not_found("no device is waiting for a code for this phone"))?;
+        (
+            p.conn,
+            p.wrapped_companion_ephemeral.clone(),
+            p.pairing_ref.clone(),
+        )
+    };
+    // PBKDF2 with 131072 rounds, twice: keep it off the async workers.
+    let code2 = code.clone();
+    let (companion_pub, primary, wrapped_primary) = tokio::task::spawn_blocking(move || {
+        let companion_pub = crate::pairing::unwrap_code_ephemeral(&wrapped, &code2)?;
+        let primary = wacore_libsignal::protocol::KeyPair::generate(&mut rand::rng());
+        let wrapped_primary =
+            crate::pairing::wrap_code_ephemeral(primary.public_key.public_key_bytes(), &code2);
+        anyhow::Ok((companion_pub, primary, wrapped_primary))
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| bad_request(format!("{e:#}")))?;
+
+    let mut w = sim.world();
+    let account_pub = w
+        .account_mut(&req.phone)
+        .account_key
+        .public_key
+        .public_key_bytes()
+        .to_vec();
+    let p = w
+        .pending_codes
+        .iter_mut()
+        .find(|p| p.conn == conn && p.pairing_ref == pairing_ref)
+        .ok_or_else(|| not_found("the device went away"))?;
+    p.confirmed = Some(ConfirmedCode {
+        companion_ephemeral_pub: companion_pub,
+        primary_ephemeral: primary,
+        name: req.name.clone(),
+    });
+    let notif = NodeBuilder::new("notification")
+        .attr("type", "link_code_companion_reg")
+        .attr("from", SERVER)
+        .attr("id", crate::iq::random_id())
+        .attr("t", nodes::now_secs().to_string())
+        .children([NodeBuilder::new("link_code_companion_reg")
+            .attr("stage", "primary_hello")
+            .children([
+                NodeBuilder::new("link_code_pairing_wrapped_primary_ephemeral_pub")
+                    .bytes(wrapped_primary)
+                    .build(),
+                NodeBuilder::new("primary_identity_pub")
+                    .bytes(account_pub)
+                    .build(),
+                NodeBuilder::new("link_code_pairing_ref")
+                    .bytes(pairing_ref.into_bytes())
+                    .build(),
+            ])
+            .build()])
+        .build();
+    w.send(conn, Outbound::Node(notif));
+    info!("phone {} confirmed a pairing code", req.phone);
+    Ok(Json(json!({"confirmed": true})))
 }
 
 #[derive(Deserialize)]

@@ -129,13 +129,99 @@ pub fn verify_device_sign(
         .ok_or_else(|| anyhow!("identity without key index"))
 }
 
-/// State of a pairing-code flow, kept until the phone confirms the code.
-#[derive(Clone, Debug)]
-pub struct CodeCompanion {
-    pub wrapped_ephemeral: Vec<u8>,
-    pub identity_pub: [u8; 32],
-    pub noise_pub: [u8; 32],
-    pub adv_secret_hint: Option<[u8; 32]>,
+const PAIR_CODE_PBKDF2_ROUNDS: u32 = 131_072;
+
+fn code_key(code: &str, salt: &[u8]) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(code.as_bytes(), salt, PAIR_CODE_PBKDF2_ROUNDS, &mut key);
+    key
+}
+
+fn ctr(key: &[u8; 32], iv: &[u8], data: &mut [u8]) {
+    use aes::cipher::{KeyIvInit, StreamCipher};
+    let mut c = ctr::Ctr128BE::<aes::Aes256>::new(key.into(), iv.into());
+    c.apply_keystream(data);
+}
+
+/// Opens a code-wrapped ephemeral key: `salt(32) || iv(16) || aes-ctr(32)`,
+/// key = PBKDF2-SHA256(code, salt, 131072). Slow (by design): call from a
+/// blocking thread.
+pub fn unwrap_code_ephemeral(wrapped: &[u8], code: &str) -> Result<[u8; 32]> {
+    if wrapped.len() != 80 {
+        bail!("wrapped ephemeral must be 80 bytes, got {}", wrapped.len());
+    }
+    let key = code_key(code, &wrapped[..32]);
+    let mut out: [u8; 32] = wrapped[48..80].try_into().expect("32 bytes");
+    ctr(&key, &wrapped[32..48], &mut out);
+    Ok(out)
+}
+
+/// Wraps `pub_key` with `code` the same way (fresh salt and IV).
+pub fn wrap_code_ephemeral(pub_key: &[u8], code: &str) -> Vec<u8> {
+    use rand::RngExt;
+    let mut salt = [0u8; 32];
+    let mut iv = [0u8; 16];
+    rand::rng().fill(&mut salt[..]);
+    rand::rng().fill(&mut iv[..]);
+    let key = code_key(code, &salt);
+    let mut ct = [0u8; 32];
+    ct.copy_from_slice(pub_key);
+    ctr(&key, &iv, &mut ct);
+    let mut out = Vec::with_capacity(80);
+    out.extend_from_slice(&salt);
+    out.extend_from_slice(&iv);
+    out.extend_from_slice(&ct);
+    out
+}
+
+fn dh(private: &KeyPair, public: &[u8]) -> Result<[u8; 32]> {
+    let pk =
+        PublicKey::from_djb_public_key_bytes(public).map_err(|e| anyhow!("public key: {e}"))?;
+    private
+        .private_key
+        .calculate_agreement(&pk)
+        .map_err(|e| anyhow!("agreement: {e}"))
+}
+
+/// The phone's side of `companion_finish`: opens the companion's key bundle
+/// and derives the ADV secret both sides then share. Returns
+/// `(companion_identity_pub, adv_secret)`.
+pub fn open_key_bundle(
+    wrapped_bundle: &[u8],
+    primary_ephemeral: &KeyPair,
+    companion_ephemeral_pub: &[u8; 32],
+    account_key: &KeyPair,
+) -> Result<([u8; 32], [u8; 32])> {
+    use aes_gcm::aead::{Aead, KeyInit};
+    if wrapped_bundle.len() < 32 + 12 + 16 {
+        bail!("key bundle too short");
+    }
+    let eph_shared = dh(primary_ephemeral, companion_ephemeral_pub)?;
+    let mut enc_key = [0u8; 32];
+    hkdf::Hkdf::<Sha256>::new(Some(&wrapped_bundle[..32]), &eph_shared)
+        .expand(b"link_code_pairing_key_bundle_encryption_key", &mut enc_key)
+        .map_err(|_| anyhow!("hkdf"))?;
+    let cipher = aes_gcm::Aes256Gcm::new((&enc_key).into());
+    let bundle = cipher
+        .decrypt((&wrapped_bundle[32..44]).into(), &wrapped_bundle[44..])
+        .map_err(|_| anyhow!("key bundle does not decrypt (wrong code?)"))?;
+    if bundle.len() != 96 {
+        bail!("key bundle must be 96 bytes, got {}", bundle.len());
+    }
+    let companion_identity: [u8; 32] = bundle[..32].try_into().expect("32");
+    if bundle[32..64] != *account_key.public_key.public_key_bytes() {
+        bail!("key bundle names another primary identity");
+    }
+    let id_shared = dh(account_key, &companion_identity)?;
+    let mut ikm = Vec::with_capacity(96);
+    ikm.extend_from_slice(&eph_shared);
+    ikm.extend_from_slice(&id_shared);
+    ikm.extend_from_slice(&bundle[64..96]);
+    let mut adv = [0u8; 32];
+    hkdf::Hkdf::<Sha256>::new(None, &ikm)
+        .expand(b"adv_secret", &mut adv)
+        .map_err(|_| anyhow!("hkdf"))?;
+    Ok((companion_identity, adv))
 }
 
 #[cfg(test)]
@@ -180,5 +266,14 @@ mod tests {
         assert_eq!(verify_device_sign(&back, &account, &cpub).unwrap(), 1);
         // A wrong companion key must not verify.
         assert!(verify_device_sign(&back, &account, &[1u8; 32]).is_err());
+    }
+
+    #[test]
+    fn code_wrapping_round_trips() {
+        let k = [5u8; 32];
+        let w = wrap_code_ephemeral(&k, "ABCD1234");
+        assert_eq!(w.len(), 80);
+        assert_eq!(unwrap_code_ephemeral(&w, "ABCD1234").unwrap(), k);
+        assert_ne!(unwrap_code_ephemeral(&w, "ABCD1235").unwrap(), k);
     }
 }

@@ -85,12 +85,21 @@ pub struct PendingPair {
 }
 
 /// A pairing code the client registered with `pair_with_code`.
-#[derive(Clone, Debug)]
 pub struct PendingCode {
     pub conn: u64,
     pub phone: String,
-    pub code: String,
-    pub companion: crate::pairing::CodeCompanion,
+    pub pairing_ref: String,
+    /// The companion's ephemeral key, wrapped with the code.
+    pub wrapped_companion_ephemeral: Vec<u8>,
+    /// Set when the phone confirmed the code.
+    pub confirmed: Option<ConfirmedCode>,
+    pub created_at: u64,
+}
+
+pub struct ConfirmedCode {
+    pub companion_ephemeral_pub: [u8; 32],
+    pub primary_ephemeral: KeyPair,
+    pub name: Option<String>,
 }
 
 pub struct ConnEntry {

@@ -117,3 +117,54 @@ async fn unknown_device_is_refused_with_401() {
     assert_eq!(c2.events.count(is_connected), 0);
     c2.shutdown().await;
 }
+
+/// Pairing code: the client asks for a code, the phone confirms it over the
+/// control API, the client ends paired and connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_code_then_connected() {
+    use whatsapp_rust::pair_code::PairCodeOptions;
+    let sim = sim().await;
+    let phone = "15550004444";
+    let c = client_with(&sim, new_backend(), |b| {
+        b.with_pair_code(PairCodeOptions {
+            phone_number: phone.into(),
+            ..Default::default()
+        })
+    })
+    .await;
+    let ev = c
+        .events
+        .wait("PairingCode", WAIT, |e| matches!(e, Event::PairingCode(_)))
+        .await;
+    let code = match &*ev {
+        Event::PairingCode(p) => p.code.clone(),
+        _ => unreachable!(),
+    };
+    assert_eq!(code.len(), 8, "{code}");
+
+    // Another phone number has no waiting device.
+    let (status, _) = post(
+        &sim,
+        "/control/pair-code",
+        serde_json::json!({"phone": "15550009999", "code": code}),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    let (status, body) = post(
+        &sim,
+        "/control/pair-code",
+        serde_json::json!({"phone": phone, "code": code, "name": "Dora"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let ps = c.events.wait("PairSuccess", WAIT, is_pair_success).await;
+    match &*ps {
+        Event::PairSuccess(p) => assert_eq!(p.id.user, phone),
+        _ => unreachable!(),
+    }
+    c.events.wait("Connected", WAIT, is_connected).await;
+    let accounts = get(&sim, "/control/accounts").await;
+    assert_eq!(accounts["accounts"][0]["phone"], phone);
+    c.shutdown().await;
+}
