@@ -270,4 +270,122 @@ mod tests {
         assert_eq!(prologue_len(&edge).unwrap(), Some(13));
         assert!(prologue_len(b"GET / HTTP").is_err());
     }
+
+    fn pub32(kp: &KeyPair) -> [u8; 32] {
+        kp.public_key.public_key_bytes().try_into().unwrap()
+    }
+
+    /// Both transports agree: client->server and server->client frames open.
+    fn check_transport(
+        mut server: Transport,
+        client_write: &NoiseCipher,
+        client_read: &NoiseCipher,
+    ) {
+        let ct = client_write
+            .encrypt_with_counter(0, b"hello server")
+            .unwrap();
+        assert_eq!(server.decrypt(&ct).unwrap(), b"hello server");
+        let framed = server.encrypt_frame(b"hello client").unwrap();
+        let mut body = framed[3..].to_vec();
+        client_read
+            .decrypt_in_place_with_counter(0, &mut body)
+            .unwrap();
+        assert_eq!(body, b"hello client");
+    }
+
+    #[test]
+    fn xx_handshake_with_the_client_state_machine() {
+        let id = ServerIdentity::generate();
+        let client_static = KeyPair::generate(&mut rand::rng());
+        let mut client = wacore_noise::XxHandshakeState::new(
+            client_static.clone(),
+            b"payload".to_vec(),
+            &WA_CONN_HEADER,
+        )
+        .unwrap();
+        let hello = client.build_client_hello().unwrap();
+        let Hello::Xx {
+            state,
+            server_hello,
+        } = respond_hello(&id, &hello).unwrap()
+        else {
+            panic!("expected XX");
+        };
+        let finish = client
+            .read_server_hello_and_build_client_finish(&server_hello)
+            .unwrap();
+        let (server, cs, payload) = state.finish(&finish).unwrap();
+        assert_eq!(payload, b"payload");
+        assert_eq!(cs, pub32(&client_static));
+        let out = client.finish().unwrap();
+        assert_eq!(out.server_cert_chain.leaf_key, pub32(&id.static_kp));
+        check_transport(server, &out.write_cipher, &out.read_cipher);
+    }
+
+    #[test]
+    fn ik_handshake_with_the_client_state_machine() {
+        let id = ServerIdentity::generate();
+        let client_static = KeyPair::generate(&mut rand::rng());
+        let mut client = wacore_noise::IkHandshakeState::new(
+            client_static.clone(),
+            pub32(&id.static_kp),
+            b"login".to_vec(),
+            &WA_CONN_HEADER,
+        )
+        .unwrap();
+        let hello = client.build_client_hello().unwrap();
+        let Hello::Ik {
+            server_hello,
+            transport,
+            client_static: cs,
+            payload,
+        } = respond_hello(&id, &hello).unwrap()
+        else {
+            panic!("expected IK");
+        };
+        assert_eq!(payload, b"login");
+        assert_eq!(cs, pub32(&client_static));
+        let wacore_noise::IkServerHelloOutcome::Continue(out) =
+            client.read_server_hello(&server_hello).unwrap()
+        else {
+            panic!("client fell back");
+        };
+        check_transport(transport, &out.write_cipher, &out.read_cipher);
+    }
+
+    /// A client that cached another server key gets XX-fallback and completes.
+    #[test]
+    fn ik_with_stale_server_key_falls_back() {
+        let id = ServerIdentity::generate();
+        let stale = ServerIdentity::generate();
+        let client_static = KeyPair::generate(&mut rand::rng());
+        let mut client = wacore_noise::IkHandshakeState::new(
+            client_static,
+            pub32(&stale.static_kp),
+            b"login".to_vec(),
+            &WA_CONN_HEADER,
+        )
+        .unwrap();
+        let hello = client.build_client_hello().unwrap();
+        let Hello::Xx {
+            state,
+            server_hello,
+        } = respond_hello(&id, &hello).unwrap()
+        else {
+            panic!("expected fallback");
+        };
+        let wacore_noise::IkServerHelloOutcome::Fallback(inputs) =
+            client.read_server_hello(&server_hello).unwrap()
+        else {
+            panic!("client should fall back");
+        };
+        let mut fb =
+            wacore_noise::XxFallbackHandshakeState::from_ik_failure(*inputs, &WA_CONN_HEADER)
+                .unwrap();
+        let finish = fb.build_client_finish().unwrap();
+        let (server, _, payload) = state.finish(&finish).unwrap();
+        assert_eq!(payload, b"login");
+        let out = fb.finish().unwrap();
+        check_transport(server, &out.write_cipher, &out.read_cipher);
+    }
 }
