@@ -34,7 +34,10 @@ fn args() -> Args {
         match k.as_str() {
             "--clients" => a.clients = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.clients),
             "--concurrency" => {
-                a.concurrency = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.concurrency)
+                a.concurrency = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(a.concurrency)
             }
             "--no-relogin" => a.relogin = false,
             _ => {} // cargo bench passes --bench
@@ -142,7 +145,10 @@ async fn main() {
     let pid = child.id();
     wait_ready(&base).await;
     let rss0 = rss_kib(pid);
-    println!("wa-sim pid {pid}, idle RSS {rss0} KiB; pairing {} clients", a.clients);
+    println!(
+        "wa-sim pid {pid}, idle RSS {rss0} KiB; pairing {} clients",
+        a.clients
+    );
 
     let sem = Arc::new(Semaphore::new(a.concurrency));
     let started = Instant::now();

@@ -45,7 +45,11 @@ pub fn app(sim: Sim) -> Router {
 
 /// `GET /ws/chat`: the WhatsApp chat socket.
 async fn ws_chat(State(sim): State<Sim>, ws: WebSocketUpgrade) -> Response {
+    // Small socket buffers: stanzas are small and every send is flushed, and
+    // the defaults (128 KiB each way) would dominate memory per connection.
     ws.max_message_size(1 << 25)
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| conn::run(sim, socket))
 }
 
