@@ -54,6 +54,17 @@ async fn qr_pairing_then_connected() {
         accounts["accounts"][0]["devices"].as_array().unwrap().len(),
         1
     );
+    assert_eq!(accounts["accounts"][0]["push_name"], "Alice");
+    assert_eq!(device.push_name, "Alice");
+    // The client uploads its pre-keys after login; the simulator counts them.
+    wait_until("pre-keys uploaded", WAIT, || {
+        let w = sim.sim.world();
+        w.accounts["15550001111"]
+            .devices
+            .values()
+            .any(|d| d.prekeys > 0)
+    })
+    .await;
     c.shutdown().await;
 }
 
