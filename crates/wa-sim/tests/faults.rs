@@ -140,3 +140,37 @@ async fn unanswered_pings_make_client_reconnect() {
         .await;
     c.shutdown().await;
 }
+
+/// The fault endpoint validates its input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_requests_are_validated() {
+    let sim = sim().await;
+    let (status, _) = post(
+        &sim,
+        "/control/fault",
+        json!({"jid": "nope", "kind": "close"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let jid = "15551000099:1@s.whatsapp.net";
+    let (status, _) = post(&sim, "/control/fault", json!({"jid": jid, "kind": "close"})).await;
+    assert_eq!(status, 404, "not connected");
+    let (status, _) = post(
+        &sim,
+        "/control/fault",
+        json!({"jid": jid, "kind": "explode"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    // A ban can be armed before the device connects.
+    let (status, body) = post(
+        &sim,
+        "/control/fault",
+        json!({"jid": jid, "kind": "ban", "count": 2}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["connected"], false);
+    let faults = sim.sim.world().faults.clone();
+    assert_eq!(faults[&("15551000099".to_string(), 1)].ban_logins, 2);
+}
