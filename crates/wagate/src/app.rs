@@ -11,6 +11,7 @@ use crate::http::metrics::Metrics;
 use crate::store::Store;
 
 struct Inner {
+    owners: crate::http::SessionOwners,
     config: Config,
     store: Store,
     auth: Authenticator,
@@ -29,6 +30,7 @@ impl AppState {
             keys: ApiKeyService::new(store.clone()),
         };
         AppState(Arc::new(Inner {
+            owners: Default::default(),
             config,
             store,
             auth,
@@ -51,6 +53,11 @@ impl AppState {
 
     pub fn engine(&self) -> &dyn Engine {
         self.0.engine.as_ref()
+    }
+
+    /// Which organization owns which session (a short-lived cache).
+    pub fn owners(&self) -> &crate::http::SessionOwners {
+        &self.0.owners
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -50,6 +50,8 @@ CREATE TABLE chats (
     muted_until     BIGINT,
     unread_count    BIGINT NOT NULL DEFAULT 0,
     last_message_at BIGINT NOT NULL DEFAULT 0,
+    -- The JIDs in chat_aliases for this chat, comma-separated, so a page needs no second query.
+    aliases         TEXT NOT NULL DEFAULT '',
     created_at      BIGINT NOT NULL,
     updated_at      BIGINT NOT NULL,
     UNIQUE (session_id, jid)

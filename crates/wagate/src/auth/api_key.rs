@@ -18,6 +18,16 @@ use crate::store::{ApiKeyRecord, NewApiKey, Store};
 pub const PREFIX: &str = "wag_";
 /// `last_used_at` is written at most this often per key (ms).
 const TOUCH_EVERY_MS: i64 = 60_000;
+/// A verified key is trusted this long without asking the database again. Revoking through
+/// this node's API evicts it at once; a revocation made elsewhere (CLI, another node) takes
+/// effect within this time.
+const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct Verified {
+    caller: Caller,
+    expires_at: Option<i64>,
+    at: std::time::Instant,
+}
 
 /// Hex SHA-256 of a key.
 pub fn hash_key(key: &str) -> String {
@@ -35,6 +45,8 @@ pub fn generate_key() -> String {
 pub struct ApiKeyService {
     store: Store,
     touched: Mutex<HashMap<String, i64>>,
+    /// Keyed by the key's hash.
+    verified: Mutex<HashMap<String, Verified>>,
 }
 
 impl ApiKeyService {
@@ -42,6 +54,7 @@ impl ApiKeyService {
         ApiKeyService {
             store,
             touched: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -76,6 +89,10 @@ impl ApiKeyService {
     pub async fn verify(&self, presented: &str) -> Result<Caller, ApiError> {
         let invalid = || ApiError::Unauthorized("invalid API key".into());
         let hash = hash_key(presented);
+        let now = now_ms();
+        if let Some(caller) = self.cached(&hash, now) {
+            return Ok(caller);
+        }
         let rec = self
             .store
             .find_api_key_by_hash(&hash)
@@ -84,7 +101,6 @@ impl ApiKeyService {
         if !bool::from(rec.key_hash.as_bytes().ct_eq(hash.as_bytes())) {
             return Err(invalid());
         }
-        let now = now_ms();
         if rec.revoked_at.is_some() {
             return Err(ApiError::Unauthorized(
                 "this API key has been revoked".into(),
@@ -96,11 +112,45 @@ impl ApiKeyService {
         let caps = CapSet::parse_list(&rec.capabilities)
             .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
         self.touch(&rec.id, rec.last_used_at, now);
-        Ok(Caller {
+        let caller = Caller {
             org_id: rec.org_id,
             caps,
             principal: Principal::ApiKey { id: rec.id },
-        })
+        };
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.retain(|_, v| v.at.elapsed() < VERIFIED_TTL);
+        }
+        cache.insert(
+            hash,
+            Verified {
+                caller: caller.clone(),
+                expires_at: rec.expires_at,
+                at: std::time::Instant::now(),
+            },
+        );
+        Ok(caller)
+    }
+
+    fn cached(&self, hash: &str, now: i64) -> Option<Caller> {
+        let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let v = cache.get(hash)?;
+        let fresh = v.at.elapsed() < VERIFIED_TTL && v.expires_at.is_none_or(|e| e > now);
+        if !fresh {
+            return None;
+        }
+        if let Principal::ApiKey { id } = &v.caller.principal {
+            self.touch(id, None, now);
+        }
+        Some(v.caller.clone())
+    }
+
+    /// Forgets a key's cached verification (call after revoking it).
+    pub fn evict(&self, key_id: &str) {
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(
+            |_, v| !matches!(&v.caller.principal, Principal::ApiKey { id } if id == key_id),
+        );
     }
 
     /// Records the last use in the background, at most once a minute per key.

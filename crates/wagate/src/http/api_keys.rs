@@ -127,7 +127,10 @@ pub async fn revoke_key(
 ) -> ApiResult<StatusCode> {
     let id = path.text("id")?;
     match st.store().revoke_api_key(Some(&auth.org_id), id).await? {
-        Some(_) => Ok(StatusCode::NO_CONTENT),
+        Some(_) => {
+            st.auth().keys.evict(id);
+            Ok(StatusCode::NO_CONTENT)
+        }
         None => Err(ApiError::not_found("API key")),
     }
 }

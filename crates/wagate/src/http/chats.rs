@@ -7,9 +7,9 @@ use axum::Json;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use super::check_session;
 use super::extract::{JsonBody, PathParams, QueryMap};
 use super::models::{Chat, ChatPage, Message, MessagePage};
-use super::owned_session;
 use crate::app::AppState;
 use crate::auth::{Auth, CapRead, CapSend};
 use crate::engine::ChatPresence;
@@ -46,10 +46,10 @@ pub async fn list_chats(
     let sid = path.session()?;
     let limit = q.limit()?;
     let cursor = q.cursor('c', 3)?;
-    let session = owned_session(&st, &auth, &sid).await?;
+    let session = check_session(&st, &auth, &sid).await?;
     let (rows, next) = st
         .store()
-        .list_chats(&session.id, cursor.as_ref(), limit)
+        .list_chats(&session, cursor.as_ref(), limit)
         .await?;
     Ok(Json(ChatPage {
         data: rows.into_iter().map(Chat::from).collect(),
@@ -82,10 +82,10 @@ pub async fn get_chat(
     path: PathParams,
 ) -> ApiResult<Json<Chat>> {
     let (sid, cid) = (path.session()?, path.chat()?);
-    let session = owned_session(&st, &auth, &sid).await?;
+    let session = check_session(&st, &auth, &sid).await?;
     let chat = st
         .store()
-        .get_chat(&session.id, &cid)
+        .get_chat(&session, &cid)
         .await?
         .ok_or_else(ApiError::chat_not_found)?;
     Ok(Json(chat.into()))
@@ -155,7 +155,7 @@ pub async fn patch_chat(
         (_, Some(Some(0))) => Some(None),
         (_, other) => other,
     };
-    let session = owned_session(&st, &auth, &sid).await?;
+    let session = check_session(&st, &auth, &sid).await?;
     let patch = ChatPatch {
         archived: body.archived,
         pinned: body.pinned,
@@ -163,7 +163,7 @@ pub async fn patch_chat(
     };
     let chat = st
         .store()
-        .patch_chat(&session.id, &cid, patch)
+        .patch_chat(&session, &cid, patch)
         .await?
         .ok_or_else(ApiError::chat_not_found)?;
     Ok(Json(chat.into()))
@@ -193,8 +193,8 @@ pub async fn delete_chat(
     path: PathParams,
 ) -> ApiResult<StatusCode> {
     let (sid, cid) = (path.session()?, path.chat()?);
-    let session = owned_session(&st, &auth, &sid).await?;
-    if st.store().delete_chat(&session.id, &cid).await? {
+    let session = check_session(&st, &auth, &sid).await?;
+    if st.store().delete_chat(&session, &cid).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::chat_not_found())
@@ -225,10 +225,10 @@ pub async fn mark_read(
     path: PathParams,
 ) -> ApiResult<Json<Chat>> {
     let (sid, cid) = (path.session()?, path.chat()?);
-    let session = owned_session(&st, &auth, &sid).await?;
+    let session = check_session(&st, &auth, &sid).await?;
     let chat = st
         .store()
-        .mark_chat_read(&session.id, &cid)
+        .mark_chat_read(&session, &cid)
         .await?
         .ok_or_else(ApiError::chat_not_found)?;
     Ok(Json(chat.into()))
@@ -271,7 +271,7 @@ pub async fn set_presence(
     JsonBody(body): JsonBody<PresenceBody>,
 ) -> ApiResult<StatusCode> {
     let (sid, cid) = (path.session()?, path.chat()?);
-    owned_session(&st, &auth, &sid).await?;
+    check_session(&st, &auth, &sid).await?;
     let client = st.engine().client(&sid).ok_or_else(ApiError::no_client)?;
     client.send_chat_presence(&cid, body.state).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -307,10 +307,10 @@ pub async fn list_messages(
     let (sid, cid) = (path.session()?, path.chat()?);
     let limit = q.limit()?;
     let cursor = q.cursor('m', 2)?;
-    let session = owned_session(&st, &auth, &sid).await?;
+    let session = check_session(&st, &auth, &sid).await?;
     let chat = st
         .store()
-        .get_chat(&session.id, &cid)
+        .get_chat(&session, &cid)
         .await?
         .ok_or_else(ApiError::chat_not_found)?;
     let (rows, next) = st

@@ -3,9 +3,9 @@
 use axum::extract::State;
 use axum::Json;
 
+use super::check_session;
 use super::extract::{PathParams, QueryMap};
 use super::models::{Contact, ContactPage, OnWhatsApp};
-use super::owned_session;
 use crate::app::AppState;
 use crate::auth::{Auth, CapRead};
 use crate::domain::{Jid, Phone};
@@ -79,7 +79,7 @@ pub async fn list_contacts(
     if text.as_ref().is_some_and(|t| t.chars().count() > 100) {
         return Err(ApiError::bad_parameter("q", "at most 100 characters"));
     }
-    let session = owned_session(&st, &auth, &sid).await?;
+    let session = check_session(&st, &auth, &sid).await?;
     let filter = ContactFilter {
         source,
         group,
@@ -87,7 +87,7 @@ pub async fn list_contacts(
     };
     let (rows, next) = st
         .store()
-        .list_contacts(&session.id, &filter, cursor.as_ref(), limit)
+        .list_contacts(&session, &filter, cursor.as_ref(), limit)
         .await?;
     Ok(Json(ContactPage {
         data: rows.into_iter().map(Contact::from).collect(),
@@ -129,7 +129,7 @@ pub async fn check_number(
     let phone: Phone = raw
         .parse()
         .map_err(|m: String| ApiError::bad_parameter("phone", m))?;
-    owned_session(&st, &auth, &sid).await?;
+    check_session(&st, &auth, &sid).await?;
     let client = st.engine().client(&sid).ok_or_else(ApiError::no_client)?;
     let answer = client.is_on_whatsapp(&phone).await?;
     Ok(Json(OnWhatsApp {

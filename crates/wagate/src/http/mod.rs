@@ -40,10 +40,56 @@ pub async fn owned_session(
     caller: &Caller,
     sid: &SessionId,
 ) -> ApiResult<SessionRecord> {
-    st.store()
+    let s = st
+        .store()
         .get_session(&caller.org_id, sid)
         .await?
-        .ok_or_else(ApiError::session_not_found)
+        .ok_or_else(ApiError::session_not_found)?;
+    st.owners().remember(sid, &s.org_id);
+    Ok(s)
+}
+
+/// Like [`owned_session`] for the stored-copy endpoints, which need only the ownership check:
+/// answered from a short-lived cache (a session never changes owner; deleting it through this
+/// node forgets it at once, through another node within `OWNER_TTL`).
+pub async fn check_session(st: &AppState, caller: &Caller, sid: &SessionId) -> ApiResult<String> {
+    if let Some(org) = st.owners().get(sid) {
+        return if org == caller.org_id {
+            Ok(sid.to_string())
+        } else {
+            Err(ApiError::session_not_found())
+        };
+    }
+    Ok(owned_session(st, caller, sid).await?.id)
+}
+
+const OWNER_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Session → owning organization, for [`check_session`].
+#[derive(Default)]
+pub struct SessionOwners(
+    std::sync::Mutex<std::collections::HashMap<SessionId, (String, std::time::Instant)>>,
+);
+
+impl SessionOwners {
+    fn get(&self, sid: &SessionId) -> Option<String> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(sid)
+            .filter(|(_, at)| at.elapsed() < OWNER_TTL)
+            .map(|(org, _)| org.clone())
+    }
+
+    fn remember(&self, sid: &SessionId, org: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 50_000 {
+            map.retain(|_, (_, at)| at.elapsed() < OWNER_TTL);
+        }
+        map.insert(*sid, (org.to_owned(), std::time::Instant::now()));
+    }
+
+    pub fn forget(&self, sid: &SessionId) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(sid);
+    }
 }
 
 #[derive(OpenApi)]

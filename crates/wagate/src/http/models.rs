@@ -47,6 +47,7 @@ pub struct Chat {
 impl From<ChatRecord> for Chat {
     fn from(c: ChatRecord) -> Self {
         let now = now_ms();
+        let aliases = c.alias_list();
         Chat {
             id: c.id,
             session_id: c.session_id,
@@ -58,7 +59,7 @@ impl From<ChatRecord> for Chat {
             muted_until: c.muted_until.filter(|&m| m > now),
             unread_count: c.unread_count,
             last_message_at: (c.last_message_at > 0).then_some(c.last_message_at),
-            aliases: c.aliases,
+            aliases,
         }
     }
 }

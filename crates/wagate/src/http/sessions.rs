@@ -216,6 +216,7 @@ pub async fn delete_session(
     let sid = path.session()?;
     owned_session(&st, &auth, &sid).await?;
     st.engine().stop(&sid).await?;
+    st.owners().forget(&sid);
     if st.store().delete_session(&auth.org_id, &sid).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

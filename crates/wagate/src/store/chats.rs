@@ -1,7 +1,5 @@
 //! Chats: the stored copy of a session's conversations, and the SQL behind the chat endpoints.
 
-use std::collections::HashMap;
-
 use sqlx::{AnyConnection, FromRow};
 
 use super::Store;
@@ -22,13 +20,42 @@ pub struct ChatRecord {
     pub muted_until: Option<i64>,
     pub unread_count: i64,
     pub last_message_at: i64,
-    /// Other JIDs of the same conversation (filled by the list/get operations).
-    #[sqlx(skip)]
-    pub aliases: Vec<String>,
+    /// Other JIDs of the same conversation, comma-separated.
+    pub aliases: String,
+}
+
+impl ChatRecord {
+    pub fn alias_list(&self) -> Vec<String> {
+        self.aliases
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 pub(crate) const CHAT_COLS: &str =
-    "id, session_id, jid, type, name, archived, pinned, muted_until, unread_count, last_message_at";
+    "id, session_id, jid, type, name, archived, pinned, muted_until, unread_count, last_message_at, aliases";
+
+/// The chat a JID names in a session (its own JID or an alias), in one query.
+async fn fetch_chat(
+    conn: &mut AnyConnection,
+    session: &str,
+    jid: &str,
+) -> sqlx::Result<Option<ChatRecord>> {
+    sqlx::query_as::<_, ChatRecord>(&format!(
+        "SELECT {CHAT_COLS} FROM chats WHERE session_id = $1 AND jid = $2
+         UNION ALL
+         SELECT c.id, c.session_id, c.jid, c.type, c.name, c.archived, c.pinned, c.muted_until, c.unread_count,
+                c.last_message_at, c.aliases
+         FROM chat_aliases a JOIN chats c ON c.id = a.chat_id WHERE a.session_id = $1 AND a.jid = $2
+         LIMIT 1"
+    ))
+    .bind(session)
+    .bind(jid)
+    .fetch_optional(conn)
+    .await
+}
 
 /// A chat as WhatsApp reports it; `None` fields are left unchanged (or defaulted on insert).
 #[derive(Debug, Clone, Default)]
@@ -126,8 +153,23 @@ pub(crate) async fn add_alias(
     .bind(session)
     .bind(alias)
     .bind(chat_id)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    refresh_alias_list(conn, chat_id).await
+}
+
+/// Rewrites a chat's denormalised alias list from `chat_aliases`.
+pub(crate) async fn refresh_alias_list(conn: &mut AnyConnection, chat_id: i64) -> sqlx::Result<()> {
+    let list: Vec<String> =
+        sqlx::query_scalar("SELECT jid FROM chat_aliases WHERE chat_id = $1 ORDER BY jid")
+            .bind(chat_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    sqlx::query("UPDATE chats SET aliases = $2 WHERE id = $1")
+        .bind(chat_id)
+        .bind(list.join(","))
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -175,24 +217,7 @@ impl Store {
     /// One chat by any of its JIDs.
     pub async fn get_chat(&self, session: &str, jid: &Jid) -> anyhow::Result<Option<ChatRecord>> {
         let mut conn = self.pool.acquire().await?;
-        let Some(id) = find_chat_id(&mut conn, session, &jid.to_string()).await? else {
-            return Ok(None);
-        };
-        let chat = sqlx::query_as::<_, ChatRecord>(&format!(
-            "SELECT {CHAT_COLS} FROM chats WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some(mut chat) = chat else {
-            return Ok(None);
-        };
-        chat.aliases =
-            sqlx::query_scalar("SELECT jid FROM chat_aliases WHERE chat_id = $1 ORDER BY jid")
-                .bind(id)
-                .fetch_all(&mut *conn)
-                .await?;
-        Ok(Some(chat))
+        Ok(fetch_chat(&mut conn, session, &jid.to_string()).await?)
     }
 
     /// A page of chats in display order: pinned first, then latest activity, then id.
@@ -228,40 +253,10 @@ impl Store {
                 .await?
             }
         };
-        let next = if rows.len() as i64 > n {
-            rows.truncate(n as usize);
-            rows.last()
-                .map(|c| Cursor::new('c', vec![c.pinned as i64, c.last_message_at, c.id]))
-        } else {
-            None
-        };
-        self.fill_aliases(&mut rows).await?;
+        let next = super::finish_page(&mut rows, n, |c| {
+            Cursor::new('c', vec![c.pinned as i64, c.last_message_at, c.id])
+        });
         Ok((rows, next))
-    }
-
-    async fn fill_aliases(&self, chats: &mut [ChatRecord]) -> anyhow::Result<()> {
-        if chats.is_empty() {
-            return Ok(());
-        }
-        let placeholders: Vec<String> = (1..=chats.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT chat_id, jid FROM chat_aliases WHERE chat_id IN ({}) ORDER BY jid",
-            placeholders.join(",")
-        );
-        let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
-        for c in chats.iter() {
-            q = q.bind(c.id);
-        }
-        let mut by_chat: HashMap<i64, Vec<String>> = HashMap::new();
-        for (chat_id, jid) in q.fetch_all(&self.pool).await? {
-            by_chat.entry(chat_id).or_default().push(jid);
-        }
-        for c in chats.iter_mut() {
-            if let Some(a) = by_chat.remove(&c.id) {
-                c.aliases = a;
-            }
-        }
-        Ok(())
     }
 
     /// Applies an API patch atomically; `None` when the chat is not stored.

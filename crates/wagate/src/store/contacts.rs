@@ -363,6 +363,19 @@ async fn merge_chat(
     Ok(())
 }
 
+async fn delete_member(
+    conn: &mut AnyConnection,
+    group_id: i64,
+    identity_id: i64,
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND identity_id = $2")
+        .bind(group_id)
+        .bind(identity_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 async fn ensure_group(
     conn: &mut AnyConnection,
     session: &str,
@@ -540,12 +553,8 @@ impl Store {
                 }
                 _ => ensure_identity(&mut tx, &m.jid).await?,
             };
-            let primary = if m.jid.is_lid() || m.alt.is_none() {
-                &m.jid
-            } else {
-                m.alt.as_ref().unwrap_or(&m.jid)
-            };
-            sight_person(&mut tx, session, primary, None, Sighting::Group).await?;
+            // Linked above, so either address resolves to the same identity.
+            sight_person(&mut tx, session, &m.jid, None, Sighting::Group).await?;
             sqlx::query(
                 "INSERT INTO group_members (group_id, identity_id, role) VALUES ($1, $2, $3)
                  ON CONFLICT (group_id, identity_id) DO UPDATE SET role = excluded.role",
@@ -564,11 +573,7 @@ impl Store {
                     .fetch_all(&mut *tx)
                     .await?;
             for id in current.into_iter().filter(|id| !kept.contains(id)) {
-                sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND identity_id = $2")
-                    .bind(gid)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                delete_member(&mut tx, gid, id).await?;
             }
         }
         tx.commit().await?;
@@ -593,11 +598,7 @@ impl Store {
         if let Some(gid) = gid {
             for m in members {
                 let id = ensure_identity(&mut tx, m).await?;
-                sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND identity_id = $2")
-                    .bind(gid)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                delete_member(&mut tx, gid, id).await?;
             }
         }
         tx.commit().await?;
@@ -659,12 +660,7 @@ impl Store {
             q = q.bind(p);
         }
         let mut rows = q.fetch_all(&self.pool).await?;
-        let next = if rows.len() as i64 > n {
-            rows.truncate(n as usize);
-            rows.last().map(|c| Cursor::new('p', vec![c.id]))
-        } else {
-            None
-        };
+        let next = super::finish_page(&mut rows, n, |c| Cursor::new('p', vec![c.id]));
         Ok((rows, next))
     }
 }

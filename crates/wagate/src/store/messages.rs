@@ -406,13 +406,7 @@ impl Store {
                 .await?
             }
         };
-        let next = if rows.len() as i64 > n {
-            rows.truncate(n as usize);
-            rows.last()
-                .map(|m| Cursor::new('m', vec![m.timestamp, m.id]))
-        } else {
-            None
-        };
+        let next = super::finish_page(&mut rows, n, |m| Cursor::new('m', vec![m.timestamp, m.id]));
         Ok((rows, next))
     }
 

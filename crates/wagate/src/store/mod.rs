@@ -178,6 +178,21 @@ fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
     Ok(format!("sqlite://{path}?{query}"))
 }
 
+/// Trims a keyset query's `limit + 1` rows to `limit` and returns the cursor after the last
+/// kept row, or `None` when there was no further row (the last page).
+pub(crate) fn finish_page<T>(
+    rows: &mut Vec<T>,
+    limit: i64,
+    cursor_of: impl Fn(&T) -> crate::domain::Cursor,
+) -> Option<crate::domain::Cursor> {
+    if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(cursor_of)
+    } else {
+        None
+    }
+}
+
 /// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern and wraps it in `%`.
 pub(crate) fn like_contains(needle: &str) -> String {
     let mut out = String::with_capacity(needle.len() + 2);
