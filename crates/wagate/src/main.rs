@@ -1,5 +1,10 @@
 use clap::Parser;
 
+/// mimalloc: rows are allocated on sqlx's SQLite worker threads and freed on the runtime's,
+/// a pattern where the system allocator spends its time in lock contention.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let cli = wagate::cli::Cli::parse();

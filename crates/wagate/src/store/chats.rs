@@ -5,17 +5,20 @@ use sqlx::{AnyConnection, FromRow};
 use super::Store;
 use crate::domain::{now_ms, Cursor, Jid, Limit};
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, FromRow, serde::Deserialize)]
 pub struct ChatRecord {
     pub id: i64,
     pub session_id: String,
     pub jid: String,
     #[sqlx(rename = "type")]
+    #[serde(rename = "type")]
     pub kind: String,
     pub name: Option<String>,
     #[sqlx(try_from = "super::Flag")]
+    #[serde(deserialize_with = "super::json_flag")]
     pub archived: bool,
     #[sqlx(try_from = "super::Flag")]
+    #[serde(deserialize_with = "super::json_flag")]
     pub pinned: bool,
     pub muted_until: Option<i64>,
     pub unread_count: i64,
@@ -36,6 +39,20 @@ impl ChatRecord {
 
 pub(crate) const CHAT_COLS: &str =
     "id, session_id, jid, type, name, archived, pinned, muted_until, unread_count, last_message_at, aliases";
+
+const CHAT_FIELDS: [&str; 11] = [
+    "id",
+    "session_id",
+    "jid",
+    "type",
+    "name",
+    "archived",
+    "pinned",
+    "muted_until",
+    "unread_count",
+    "last_message_at",
+    "aliases",
+];
 
 /// The chat a JID names in a session (its own JID or an alias), in one query.
 async fn fetch_chat(
@@ -228,31 +245,28 @@ impl Store {
         limit: Limit,
     ) -> anyhow::Result<(Vec<ChatRecord>, Option<Cursor>)> {
         let n = limit.get() as i64;
-        let mut rows = match cursor {
-            None => {
-                sqlx::query_as::<_, ChatRecord>(&format!(
-                    "SELECT {CHAT_COLS} FROM chats WHERE session_id = $1
-                     ORDER BY pinned DESC, last_message_at DESC, id DESC LIMIT $2"
-                ))
-                .bind(session)
-                .bind(n + 1)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            Some(c) => {
-                sqlx::query_as::<_, ChatRecord>(&format!(
-                    "SELECT {CHAT_COLS} FROM chats WHERE session_id = $1 AND (pinned, last_message_at, id) < ($2, $3, $4)
-                     ORDER BY pinned DESC, last_message_at DESC, id DESC LIMIT $5"
-                ))
-                .bind(session)
-                .bind(c.keys[0] != 0)
-                .bind(c.keys[1])
-                .bind(c.keys[2])
-                .bind(n + 1)
-                .fetch_all(&self.pool)
-                .await?
-            }
+        // Without a cursor, start above every row.
+        let (pinned, lma, id) = match cursor {
+            Some(c) => (c.keys[0] != 0, c.keys[1], c.keys[2]),
+            None => (true, i64::MAX, i64::MAX),
         };
+        let sql = self.json_page_sql(
+            &format!(
+                "SELECT {CHAT_COLS} FROM chats WHERE session_id = $1 AND (pinned, last_message_at, id) < ($2, $3, $4)
+                 ORDER BY pinned DESC, last_message_at DESC, id DESC LIMIT $5"
+            ),
+            &CHAT_FIELDS,
+            "page.pinned DESC, page.last_message_at DESC, page.id DESC",
+        );
+        let text: String = sqlx::query_scalar(&sql)
+            .bind(session)
+            .bind(pinned)
+            .bind(lma)
+            .bind(id)
+            .bind(n + 1)
+            .fetch_one(&self.pool)
+            .await?;
+        let mut rows: Vec<ChatRecord> = super::parse_page(&text)?;
         let next = super::finish_page(&mut rows, n, |c| {
             Cursor::new('c', vec![c.pinned as i64, c.last_message_at, c.id])
         });

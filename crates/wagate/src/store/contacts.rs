@@ -32,7 +32,7 @@ pub struct ContactFilter {
     pub q: Option<String>,
 }
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, FromRow, serde::Deserialize)]
 pub struct ContactRecord {
     pub id: i64,
     pub lid: Option<String>,
@@ -40,6 +40,7 @@ pub struct ContactRecord {
     pub name: Option<String>,
     pub business_name: Option<String>,
     #[sqlx(try_from = "super::Flag")]
+    #[serde(deserialize_with = "super::json_flag")]
     pub in_dm: bool,
 }
 
@@ -649,7 +650,12 @@ impl Store {
             ));
         }
         sql.push_str(" ORDER BY sc.id LIMIT $3");
-        let mut q = sqlx::query_as::<_, ContactRecord>(&sql)
+        let sql = self.json_page_sql(
+            &sql,
+            &["id", "lid", "phone", "name", "business_name", "in_dm"],
+            "page.id",
+        );
+        let mut q = sqlx::query_scalar::<_, String>(&sql)
             .bind(session)
             .bind(cursor.map(|c| c.keys[0]).unwrap_or(0))
             .bind(n + 1);
@@ -659,7 +665,7 @@ impl Store {
         if let Some(p) = pattern {
             q = q.bind(p);
         }
-        let mut rows = q.fetch_all(&self.pool).await?;
+        let mut rows: Vec<ContactRecord> = super::parse_page(&q.fetch_one(&self.pool).await?)?;
         let next = super::finish_page(&mut rows, n, |c| Cursor::new('p', vec![c.id]));
         Ok((rows, next))
     }

@@ -112,21 +112,24 @@ pub struct Recorded {
     pub inserted: bool,
 }
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, FromRow, serde::Deserialize)]
 pub struct MessageRecord {
     pub id: i64,
     pub session_id: String,
     pub chat_id: i64,
     pub wa_message_id: String,
     #[sqlx(try_from = "super::Flag")]
+    #[serde(deserialize_with = "super::json_flag")]
     pub from_me: bool,
     pub sender_jid: Option<String>,
     pub sender_lid: Option<String>,
     pub sender_name: Option<String>,
     #[sqlx(rename = "type")]
+    #[serde(rename = "type")]
     pub kind: String,
     pub body: Option<String>,
     #[sqlx(try_from = "super::Flag")]
+    #[serde(deserialize_with = "super::json_flag")]
     pub has_media: bool,
     pub media_mimetype: Option<String>,
     pub media_size: Option<i64>,
@@ -136,8 +139,10 @@ pub struct MessageRecord {
     pub status: String,
     pub error: Option<String>,
     #[sqlx(try_from = "super::Flag")]
+    #[serde(deserialize_with = "super::json_flag")]
     pub edited: bool,
     #[sqlx(try_from = "super::Flag")]
+    #[serde(deserialize_with = "super::json_flag")]
     pub deleted: bool,
     pub timestamp: i64,
     pub created_at: i64,
@@ -383,29 +388,27 @@ impl Store {
         limit: Limit,
     ) -> anyhow::Result<(Vec<MessageRecord>, Option<Cursor>)> {
         let n = limit.get() as i64;
-        let mut rows = match cursor {
-            None => {
-                sqlx::query_as::<_, MessageRecord>(&format!(
-                    "SELECT {MSG_COLS} FROM messages WHERE chat_id = $1 ORDER BY timestamp DESC, id DESC LIMIT $2"
-                ))
-                .bind(chat_id)
-                .bind(n + 1)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            Some(c) => {
-                sqlx::query_as::<_, MessageRecord>(&format!(
-                    "SELECT {MSG_COLS} FROM messages WHERE chat_id = $1 AND (timestamp, id) < ($2, $3)
-                     ORDER BY timestamp DESC, id DESC LIMIT $4"
-                ))
-                .bind(chat_id)
-                .bind(c.keys[0])
-                .bind(c.keys[1])
-                .bind(n + 1)
-                .fetch_all(&self.pool)
-                .await?
-            }
+        let (ts, id) = match cursor {
+            Some(c) => (c.keys[0], c.keys[1]),
+            None => (i64::MAX, i64::MAX),
         };
+        let fields: Vec<&str> = MSG_COLS.split(", ").collect();
+        let sql = self.json_page_sql(
+            &format!(
+                "SELECT {MSG_COLS} FROM messages WHERE chat_id = $1 AND (timestamp, id) < ($2, $3)
+                 ORDER BY timestamp DESC, id DESC LIMIT $4"
+            ),
+            &fields,
+            "page.timestamp DESC, page.id DESC",
+        );
+        let text: String = sqlx::query_scalar(&sql)
+            .bind(chat_id)
+            .bind(ts)
+            .bind(id)
+            .bind(n + 1)
+            .fetch_one(&self.pool)
+            .await?;
+        let mut rows: Vec<MessageRecord> = super::parse_page(&text)?;
         let next = super::finish_page(&mut rows, n, |m| Cursor::new('m', vec![m.timestamp, m.id]));
         Ok((rows, next))
     }
