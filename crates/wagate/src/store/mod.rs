@@ -54,6 +54,9 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let kind = db_kind(url)?;
+        if kind == DbKind::Sqlite {
+            disable_sqlite_memstatus();
+        }
         let url = match kind {
             DbKind::Sqlite => prepare_sqlite_url(url)?,
             DbKind::Postgres => url.to_owned(),
@@ -66,7 +69,7 @@ impl Store {
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if kind == DbKind::Sqlite {
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA mmap_size = 1073741824;")
                             .await?;
                     }
                     Ok(())
@@ -143,6 +146,30 @@ impl Store {
     }
 }
 
+/// SQLite keeps allocation statistics under one process-wide mutex unless told not to; with a
+/// worker thread per connection that mutex was a visible share of a list request's CPU time.
+/// This must run before SQLite initialises; later calls are refused by SQLite and harmless.
+fn disable_sqlite_memstatus() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sqlite3_config is documented as callable before sqlite3_initialize from one
+        // thread; `Once` guarantees a single call, and a call after initialisation only
+        // returns SQLITE_MISUSE.
+        let rc = unsafe {
+            libsqlite3_sys::sqlite3_config(
+                libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::ffi::c_int,
+            )
+        };
+        if rc != libsqlite3_sys::SQLITE_OK {
+            tracing::debug!(
+                rc,
+                "SQLite was already initialised; memory statistics stay on"
+            );
+        }
+    });
+}
+
 fn db_kind(url: &str) -> anyhow::Result<DbKind> {
     if url.starts_with("sqlite:") {
         Ok(DbKind::Sqlite)
@@ -207,17 +234,23 @@ pub(crate) fn parse_page<T: serde::de::DeserializeOwned>(text: &str) -> anyhow::
 
 /// A boolean as the databases render it in JSON: `true`/`false` (PostgreSQL) or `1`/`0` (SQLite).
 pub(crate) fn json_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    use serde::Deserialize;
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum B {
-        Bool(bool),
-        Int(i64),
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a boolean or 0/1")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<bool, E> {
+            Ok(v != 0)
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<bool, E> {
+            Ok(v != 0)
+        }
     }
-    Ok(match B::deserialize(d)? {
-        B::Bool(b) => b,
-        B::Int(i) => i != 0,
-    })
+    d.deserialize_any(V)
 }
 
 /// Trims a keyset query's `limit + 1` rows to `limit` and returns the cursor after the last
