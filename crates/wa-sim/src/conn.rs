@@ -125,6 +125,11 @@ impl Conn {
                 client_static,
                 payload,
             } => {
+                debug!(
+                    conn = self.id,
+                    "handshake: IK (resumed with cached server key)"
+                );
+                self.sim.world().handshakes.ik += 1;
                 self.send_raw(wacore_noise::framing::encode_frame(&server_hello, None)?)
                     .await?;
                 self.transport = Some(transport);
@@ -136,6 +141,7 @@ impl Conn {
             Hello::Xx {
                 state,
                 server_hello,
+                fallback,
             } => {
                 self.send_raw(wacore_noise::framing::encode_frame(&server_hello, None)?)
                     .await?;
@@ -143,6 +149,15 @@ impl Conn {
                     return Ok(None);
                 };
                 let (transport, client_static, payload) = state.finish(&fin)?;
+                debug!(conn = self.id, fallback, "handshake: XX");
+                {
+                    let mut w = self.sim.world();
+                    if fallback {
+                        w.handshakes.xx_fallback += 1;
+                    } else {
+                        w.handshakes.xx += 1;
+                    }
+                }
                 self.transport = Some(transport);
                 Ok(Some((
                     noise::decode_client_payload(&payload)?,

@@ -43,9 +43,15 @@ fn valid_phone(phone: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `GET /control/health`
-pub async fn health() -> Json<serde_json::Value> {
-    Json(json!({"ok": true}))
+/// `GET /control/health`: liveness plus handshake counters.
+pub async fn health(State(sim): State<Sim>) -> Json<serde_json::Value> {
+    let w = sim.world();
+    Json(json!({
+        "ok": true,
+        "handshakes": w.handshakes,
+        "connections": w.conns.len(),
+        "logged_in": w.conns.values().filter(|c| c.device.is_some()).count(),
+    }))
 }
 
 #[derive(Deserialize)]

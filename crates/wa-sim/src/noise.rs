@@ -67,6 +67,8 @@ pub enum Hello {
     Xx {
         state: XxResponder,
         server_hello: Vec<u8>,
+        /// The client tried IK with a key we could not match (XX-fallback).
+        fallback: bool,
     },
     /// IK accepted: the handshake is complete after sending `server_hello`.
     Ik {
@@ -141,6 +143,7 @@ fn start_xx(id: &ServerIdentity, pattern: &str, client_eph: &[u8; 32]) -> Result
     Ok(Hello::Xx {
         state: XxResponder { noise, ephemeral },
         server_hello,
+        fallback: pattern == NOISE_PATTERN_XXFALLBACK,
     })
 }
 
@@ -307,6 +310,7 @@ mod tests {
         let Hello::Xx {
             state,
             server_hello,
+            fallback: false,
         } = respond_hello(&id, &hello).unwrap()
         else {
             panic!("expected XX");
@@ -370,6 +374,7 @@ mod tests {
         let Hello::Xx {
             state,
             server_hello,
+            fallback: true,
         } = respond_hello(&id, &hello).unwrap()
         else {
             panic!("expected fallback");

@@ -152,8 +152,17 @@ pub struct UnhandledRecord {
     pub node: String,
 }
 
+/// Completed Noise handshakes by pattern.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HandshakeStats {
+    pub xx: u64,
+    pub ik: u64,
+    pub xx_fallback: u64,
+}
+
 #[derive(Default)]
 pub struct World {
+    pub handshakes: HandshakeStats,
     pub accounts: BTreeMap<String, Account>,
     /// Numbers on WhatsApp → LID user. Accounts are added on pairing.
     pub directory: BTreeMap<String, String>,

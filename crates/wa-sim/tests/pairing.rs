@@ -102,6 +102,12 @@ async fn reconnect_with_same_store_skips_pairing() {
     assert_eq!(c2.events.count(is_qr), 0, "no QR on reconnect");
     assert_eq!(c2.events.count(is_pair_success), 0);
     assert_eq!(sim.sim.logged_in_count(), 1);
+    // The restarted client resumed with Noise IK (it cached our key).
+    let health = get(&sim, "/control/health").await;
+    assert!(
+        health["handshakes"]["ik"].as_u64().unwrap() >= 1,
+        "{health}"
+    );
     c2.shutdown().await;
 }
 
@@ -126,6 +132,12 @@ async fn unknown_device_is_refused_with_401() {
         _ => unreachable!(),
     }
     assert_eq!(c2.events.count(is_connected), 0);
+    // It tried IK with the first simulator's key and was answered XX-fallback.
+    let health = get(&other, "/control/health").await;
+    assert!(
+        health["handshakes"]["xx_fallback"].as_u64().unwrap() >= 1,
+        "{health}"
+    );
     c2.shutdown().await;
 }
 
