@@ -91,11 +91,11 @@ async fn handle_iq(c: &mut Conn, node: Node) -> Result<HandleFlow> {
         }
         ("encrypt", "digest") => Some(iq_error(&id, 503, "service-unavailable")),
         ("encrypt", _) if child(&node, "list").is_some() => {
-            let uploaded = child(&node, "list").map_or(0, |l| children(l).len()) as u32;
-            own_device_mut(c, |d| d.prekeys += uploaded);
+            let uploaded = store_upload(c, &node);
             debug!(conn = c.id, "pre-key upload: {uploaded} keys");
             Some(iq_result(&id, vec![]))
         }
+        ("encrypt", "key") => Some(fetch_prekeys(c, &id, first.expect("first child exists"))),
         ("encrypt", "rotate") | ("encrypt", "skey") => Some(iq_result(&id, vec![])),
         ("w", "props") => Some(iq_result(
             &id,
@@ -161,6 +161,122 @@ fn own_device_mut(c: &Conn, f: impl FnOnce(&mut DeviceInfo)) {
     }
 }
 
+fn field(node: &Node, tag: &str) -> Vec<u8> {
+    child(node, tag)
+        .and_then(bytes)
+        .unwrap_or_default()
+        .to_vec()
+}
+
+/// Stores a pre-key upload on the device; returns how many one-time keys came.
+fn store_upload(c: &Conn, node: &Node) -> u32 {
+    let one_time: std::collections::VecDeque<(Vec<u8>, Vec<u8>)> = child(node, "list")
+        .map(children)
+        .unwrap_or(&[])
+        .iter()
+        .filter(|k| k.tag == "key")
+        .map(|k| (field(k, "id"), field(k, "value")))
+        .collect();
+    let n = one_time.len() as u32;
+    let signed = child(node, "skey")
+        .map(|s| (field(s, "id"), field(s, "value"), field(s, "signature")))
+        .unwrap_or_default();
+    let registration = field(node, "registration");
+    let identity = field(node, "identity");
+    own_device_mut(c, move |d| {
+        let keys = d.keys.get_or_insert_with(Default::default);
+        keys.registration = registration;
+        keys.identity = identity;
+        if !signed.0.is_empty() {
+            keys.signed = signed;
+        }
+        keys.one_time.extend(one_time);
+        d.prekeys = keys.one_time.len() as u32;
+    });
+    n
+}
+
+/// `<key><user jid=../>..</key>`: one bundle per device, consuming one
+/// one-time pre-key each; devices without keys (the simulated phone, device
+/// 0, has none) are rejected with 404 as WhatsApp does for unknown devices.
+fn fetch_prekeys(c: &Conn, id: &str, key: &Node) -> Node {
+    let mut w = c.sim.world();
+    let mut users = Vec::new();
+    for u in children(key).iter().filter(|u| u.tag == "user") {
+        let Some(jid) = attr(u, "jid") else { continue };
+        let user = jid_user(&jid).to_string();
+        let device: u16 = jid
+            .split('@')
+            .next()
+            .and_then(|p| p.split_once(':'))
+            .and_then(|(_, d)| d.parse().ok())
+            .unwrap_or(0);
+        let phone = if jid_server(&jid) == "lid" {
+            w.phone_for_lid(&user)
+        } else {
+            Some(user.clone())
+        };
+        let dev = phone
+            .as_ref()
+            .and_then(|p| w.accounts.get_mut(p))
+            .and_then(|a| a.devices.get_mut(&device))
+            .filter(|d| d.keys.is_some());
+        let mut b = NodeBuilder::new("user").attr("jid", jid.clone());
+        match dev {
+            Some(d) => {
+                let keys = d.keys.as_mut().expect("filtered");
+                let mut kids = vec![
+                    NodeBuilder::new("registration")
+                        .bytes(keys.registration.clone())
+                        .build(),
+                    NodeBuilder::new("type").bytes(vec![5u8]).build(),
+                    NodeBuilder::new("identity")
+                        .bytes(keys.identity.clone())
+                        .build(),
+                    NodeBuilder::new("skey")
+                        .children([
+                            NodeBuilder::new("id").bytes(keys.signed.0.clone()).build(),
+                            NodeBuilder::new("value")
+                                .bytes(keys.signed.1.clone())
+                                .build(),
+                            NodeBuilder::new("signature")
+                                .bytes(keys.signed.2.clone())
+                                .build(),
+                        ])
+                        .build(),
+                ];
+                if let Some((kid, kval)) = keys.one_time.pop_front() {
+                    kids.push(
+                        NodeBuilder::new("key")
+                            .children([
+                                NodeBuilder::new("id").bytes(kid).build(),
+                                NodeBuilder::new("value").bytes(kval).build(),
+                            ])
+                            .build(),
+                    );
+                }
+                d.prekeys = keys.one_time.len() as u32;
+                if device != 0 && !d.signed_identity.is_empty() {
+                    kids.push(
+                        NodeBuilder::new("device-identity")
+                            .bytes(d.signed_identity.clone())
+                            .build(),
+                    );
+                }
+                b = b.children(kids);
+            }
+            None => {
+                b = b.children([NodeBuilder::new("error")
+                    .attr("code", "404")
+                    .attr("text", "item-not-found")
+                    .build()]);
+            }
+        }
+        users.push(b.build());
+    }
+    iq_result(id, vec![NodeBuilder::new("list").children(users).build()])
+}
+
 fn remove_own_device(c: &Conn) {
     if let Some((phone, dev)) = c.device.as_ref() {
         let mut w = c.sim.world();
@@ -217,6 +333,8 @@ async fn iq_response(c: &mut Conn, id: &str, node: &Node) -> Result<HandleFlow> 
                         platform: p.registration.platform.clone(),
                         prekeys: 0,
                         paired_at: now_secs(),
+                        signed_identity: signed.clone(),
+                        keys: None,
                     },
                 );
                 true

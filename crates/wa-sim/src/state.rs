@@ -50,8 +50,26 @@ pub struct DeviceInfo {
     pub registration_id: u32,
     pub key_index: u32,
     pub platform: String,
+    /// One-time pre-keys currently held (uploaded minus handed out).
     pub prekeys: u32,
     pub paired_at: u64,
+    /// The identity the device countersigned at pairing (`<device-identity>`
+    /// in pre-key bundles).
+    #[serde(skip)]
+    pub signed_identity: Vec<u8>,
+    #[serde(skip)]
+    pub keys: Option<KeyBundle>,
+}
+
+/// What a device uploaded with `<iq xmlns="encrypt" type="set">`.
+#[derive(Clone, Debug, Default)]
+pub struct KeyBundle {
+    pub registration: Vec<u8>,
+    pub identity: Vec<u8>,
+    /// `(id, public)`; ids are the 3-byte wire form.
+    pub one_time: std::collections::VecDeque<(Vec<u8>, Vec<u8>)>,
+    /// `(id, public, signature)`.
+    pub signed: (Vec<u8>, Vec<u8>, Vec<u8>),
 }
 
 pub struct Account {

@@ -182,3 +182,40 @@ async fn chat_state_and_presence_are_routed_and_recorded() {
     alice.shutdown().await;
     bob.shutdown().await;
 }
+
+/// Pre-key bundles: another account fetches a companion's uploaded keys
+/// (with its countersigned device identity, which the client validates);
+/// each fetch consumes one one-time key; a device without keys is rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prekey_bundles_are_served_from_uploads() {
+    use whatsapp_rust::wacore::iq::prekeys::PreKeyFetchSpec;
+    let sim = sim().await;
+    let alice = paired_client(&sim, ALICE, "Alice").await;
+    let bob = paired_client(&sim, BOB, "Bob").await;
+    let held = || {
+        sim.sim.world().accounts[BOB]
+            .devices
+            .get(&1)
+            .map_or(0, |d| d.prekeys)
+    };
+    wait_until("bob uploaded pre-keys", WAIT, || held() > 0).await;
+    let before = held();
+
+    let bob_dev = Jid::pn_device(BOB, 1);
+    let out = alice
+        .client
+        .execute(PreKeyFetchSpec::new(vec![bob_dev.clone(), Jid::pn(BOB)]))
+        .await
+        .expect("pre-key fetch");
+    assert!(out.bundles.contains_key(&bob_dev), "bundle for {bob_dev}");
+    assert_eq!(out.rejected.len(), 1, "device 0 has no keys");
+    assert_eq!(out.rejected[0].code, 404);
+    assert_eq!(held(), before - 1, "one one-time key consumed");
+    let unhandled = get(&sim, "/control/unhandled").await;
+    assert!(
+        !unhandled.to_string().contains("<key>"),
+        "fetch is understood: {unhandled}"
+    );
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
