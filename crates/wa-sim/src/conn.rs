@@ -177,6 +177,7 @@ impl Conn {
             device: None,
             registration: None,
             refs: Vec::new(),
+            refs_issued_ms: 0,
             connected_at: now_secs(),
             ignore_pings: false,
             available: false,
@@ -369,6 +370,7 @@ impl Conn {
             if let Some(e) = w.conns.get_mut(&self.id) {
                 e.registration = Some(registration);
                 e.refs = refs.clone();
+                e.refs_issued_ms = crate::state::now_ms();
             }
         }
         info!(conn = self.id, "new device: {} QR refs issued", refs.len());

@@ -83,11 +83,31 @@ pub async fn scan(
         .qr_refs
         .get(&qr.pairing_ref)
         .ok_or_else(|| not_found("no connected device shows this QR ref"))?;
-    let reg = w
+    let entry = w
         .conns
         .get(&conn)
-        .and_then(|c| c.registration.clone())
         .ok_or_else(|| not_found("device is gone"))?;
+    let reg = entry
+        .registration
+        .clone()
+        .ok_or_else(|| not_found("device is gone"))?;
+    let index = entry
+        .refs
+        .iter()
+        .position(|r| *r == qr.pairing_ref)
+        .unwrap_or(0);
+    let age = crate::state::now_ms().saturating_sub(entry.refs_issued_ms);
+    if age > crate::state::qr_ref_deadline_ms(index) {
+        return Err(ApiError(
+            StatusCode::GONE,
+            "qr_expired",
+            format!(
+                "QR ref #{} expired {} s ago",
+                index + 1,
+                (age - crate::state::qr_ref_deadline_ms(index)) / 1000
+            ),
+        ));
+    }
     if reg.noise_pub != qr.noise_pub || reg.identity_pub != qr.identity_pub {
         return Err(bad_request("QR keys do not match the connected device"));
     }

@@ -126,6 +126,9 @@ pub struct ConnEntry {
     pub device: Option<(String, u16)>,
     pub registration: Option<Registration>,
     pub refs: Vec<String>,
+    /// When the refs were issued (ms since the epoch): ref `i` is shown by
+    /// the client from 60 s + 20 s·(i-1) and expires 60 s + 20 s·i after.
+    pub refs_issued_ms: u64,
     pub connected_at: u64,
     pub ignore_pings: bool,
     pub available: bool,
@@ -193,6 +196,20 @@ pub struct World {
     pub presences: Vec<PresenceRecord>,
     pub unhandled: Vec<UnhandledRecord>,
     next_lid: u64,
+}
+
+/// How long ref `index` (0-based) of a batch stays scannable, counted from
+/// the batch's issue time: the client shows the first for 60 s, each next
+/// one for 20 s (the client starts its clock after the server issued them).
+pub fn qr_ref_deadline_ms(index: usize) -> u64 {
+    (60 + 20 * index as u64) * 1000
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl World {

@@ -37,6 +37,15 @@ async fn qr_refs_rotate_and_rotated_code_pairs() {
     // Same device keys, new ref.
     assert_eq!(first.split(',').nth(1), second.split(',').nth(1));
 
+    // The first ref expired with its 60 s: the phone cannot use it any more.
+    let (status, body) = post(
+        &sim,
+        "/control/scan",
+        json!({"qr": first, "phone": "15553000001"}),
+    )
+    .await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["error"]["code"], "qr_expired");
     let (status, body) = post(
         &sim,
         "/control/scan",
