@@ -125,8 +125,33 @@ pub async fn client(sim: &Running, backend: Arc<dyn Backend>) -> TestClient {
     client_with(sim, backend, |b| b).await
 }
 
+/// A client pointed at any simulator URL (e.g. a spawned `wa-sim` process).
+pub async fn client_at(ws_url: &str, backend: Arc<dyn Backend>) -> TestClient {
+    client_builder(ws_url, backend, |b| b).await
+}
+
 pub async fn client_with(
     sim: &Running,
+    backend: Arc<dyn Backend>,
+    tweak: impl FnOnce(
+        whatsapp_rust::bot::BotBuilder<
+            whatsapp_rust::bot::Provided,
+            whatsapp_rust::bot::Provided,
+            whatsapp_rust::bot::Provided,
+            whatsapp_rust::bot::Provided,
+        >,
+    ) -> whatsapp_rust::bot::BotBuilder<
+        whatsapp_rust::bot::Provided,
+        whatsapp_rust::bot::Provided,
+        whatsapp_rust::bot::Provided,
+        whatsapp_rust::bot::Provided,
+    >,
+) -> TestClient {
+    client_builder(&sim.ws_url(), backend, tweak).await
+}
+
+async fn client_builder(
+    ws_url: &str,
     backend: Arc<dyn Backend>,
     tweak: impl FnOnce(
         whatsapp_rust::bot::BotBuilder<
@@ -146,7 +171,7 @@ pub async fn client_with(
     let sink = events.clone();
     let builder = Bot::builder()
         .with_backend_arc(backend.clone())
-        .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(sim.ws_url()))
+        .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(ws_url))
         .with_http_client(UreqHttpClient::new())
         .with_runtime(whatsapp_rust::TokioRuntime)
         .with_version((2, 3000, 1_000_000_000))

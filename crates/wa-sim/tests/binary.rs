@@ -1,0 +1,80 @@
+//! The `wa-sim` binary itself: refuses non-loopback addresses, and a real
+//! client pairs against a spawned process.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+struct Spawned(Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn refuses_non_loopback_listen_address() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wa-sim"))
+        .args(["--listen", "0.0.0.0:0"])
+        .output()
+        .expect("run wa-sim");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_binary_pairs_a_client() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let _child = Spawned(
+        Command::new(env!("CARGO_BIN_EXE_wa-sim"))
+            .args(["--listen", &addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn wa-sim"),
+    );
+    let base = format!("http://{addr}");
+    let health_url = format!("{base}/control/health");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let u = health_url.clone();
+        if tokio::task::spawn_blocking(move || ureq::get(&u).call().is_ok())
+            .await
+            .unwrap()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "wa-sim did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let c = client_at(&format!("ws://{addr}/ws/chat"), new_backend()).await;
+    let qr = qr_code(&c.events.wait("QR", WAIT, is_qr).await);
+    let scan_url = format!("{base}/control/scan");
+    let status = tokio::task::spawn_blocking(move || {
+        ureq::post(&scan_url)
+            .send_json(json!({"qr": qr, "phone": "15554000001", "name": "Proc"}))
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    c.events.wait("Connected", WAIT, is_connected).await;
+    c.shutdown().await;
+}
