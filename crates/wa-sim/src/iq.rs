@@ -39,6 +39,21 @@ pub(crate) async fn handle(c: &mut Conn, node: Node) -> Result<HandleFlow> {
         }
         // Acks and unified-session beacons need no answer.
         "ack" | "ib" => Ok(keep()),
+        // Receipts for what the simulator delivered: acknowledged as the
+        // server does; routing them to the sender is part 2.
+        "receipt" => {
+            let mut b = NodeBuilder::new("ack")
+                .attr("class", "receipt")
+                .attr("id", attr(&node, "id").unwrap_or_default());
+            if let Some(to) = attr(&node, "to") {
+                b = b.attr("from", to);
+            }
+            if let Some(t) = attr(&node, "type") {
+                b = b.attr("type", t);
+            }
+            c.send_node(&b.build()).await?;
+            Ok(keep())
+        }
         _ => {
             let who = c.device.as_ref().map(|(p, d)| format!("{p}:{d}"));
             c.sim.world().record_unhandled(who, nodes::render(&node));
@@ -93,7 +108,9 @@ async fn handle_iq(c: &mut Conn, node: Node) -> Result<HandleFlow> {
         ("encrypt", _) if child(&node, "list").is_some() => {
             let uploaded = store_upload(c, &node);
             debug!(conn = c.id, "pre-key upload: {uploaded} keys");
-            Some(iq_result(&id, vec![]))
+            c.send_node(&iq_result(&id, vec![])).await?;
+            share_app_state_key(c).await?;
+            None
         }
         ("encrypt", "key") => Some(fetch_prekeys(c, &id, first.expect("first child exists"))),
         ("encrypt", "rotate") | ("encrypt", "skey") => Some(iq_result(&id, vec![])),
@@ -277,6 +294,48 @@ fn fetch_prekeys(c: &Conn, id: &str, key: &Node) -> Node {
     iq_result(id, vec![NodeBuilder::new("list").children(users).build()])
 }
 
+/// The phone shares the account's app-state key with a newly linked device
+/// once its pre-keys are known (so the client need not wait for it).
+async fn share_app_state_key(c: &mut Conn) -> Result<()> {
+    let Some((phone, dev)) = c.device.clone() else {
+        return Ok(());
+    };
+    let job = {
+        let mut w = c.sim.world();
+        let Some(account) = w.accounts.get_mut(&phone) else {
+            return Ok(());
+        };
+        let account_key = account.account_key.clone();
+        let key = account.app_state_key.clone();
+        match account.devices.get_mut(&dev) {
+            Some(d) if !d.key_shared && d.keys.is_some() => {
+                d.key_shared = true;
+                let keys = d.keys.as_mut().expect("checked");
+                let one_time = keys.one_time.pop_front();
+                let bundle = keys.clone();
+                d.prekeys = keys.one_time.len() as u32;
+                Some((account_key, key, bundle, one_time))
+            }
+            _ => None,
+        }
+    };
+    let Some((account_key, key, bundle, one_time)) = job else {
+        return Ok(());
+    };
+    match crate::phone::key_share_message(&phone, dev, &account_key, &bundle, one_time, &key).await
+    {
+        Ok(msg) => {
+            info!(
+                conn = c.id,
+                "phone shares the app-state key with {phone}:{dev}"
+            );
+            c.send_node(&msg).await?;
+        }
+        Err(e) => warn!(conn = c.id, "app-state key share failed: {e:#}"),
+    }
+    Ok(())
+}
+
 fn remove_own_device(c: &Conn) {
     if let Some((phone, dev)) = c.device.as_ref() {
         let mut w = c.sim.world();
@@ -335,6 +394,7 @@ async fn iq_response(c: &mut Conn, id: &str, node: &Node) -> Result<HandleFlow> 
                         paired_at: now_secs(),
                         signed_identity: signed.clone(),
                         keys: None,
+                        key_shared: false,
                     },
                 );
                 true

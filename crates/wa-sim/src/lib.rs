@@ -11,6 +11,7 @@ pub mod iq;
 pub mod nodes;
 pub mod noise;
 pub mod pairing;
+pub mod phone;
 pub mod state;
 
 use std::net::SocketAddr;

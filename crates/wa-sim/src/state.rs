@@ -59,6 +59,8 @@ pub struct DeviceInfo {
     pub signed_identity: Vec<u8>,
     #[serde(skip)]
     pub keys: Option<KeyBundle>,
+    /// Whether the phone already sent this device the app-state key.
+    pub key_shared: bool,
 }
 
 /// What a device uploaded with `<iq xmlns="encrypt" type="set">`.
@@ -81,6 +83,8 @@ pub struct Account {
     pub devices: BTreeMap<u16, DeviceInfo>,
     pub next_device: u16,
     pub next_key_index: u32,
+    /// The app-state sync key the phone shares with each linked device.
+    pub app_state_key: crate::phone::AppStateKey,
 }
 
 /// Registration data a not-yet-paired client sent in its login payload.
@@ -244,6 +248,7 @@ impl World {
                 devices: BTreeMap::new(),
                 next_device: 1,
                 next_key_index: 1,
+                app_state_key: crate::phone::AppStateKey::generate(),
             })
     }
 

@@ -27,6 +27,7 @@ async fn qr_pairing_then_connected() {
     assert!(jid.starts_with("15550001111:"), "{jid}");
 
     let ps = c.events.wait("PairSuccess", WAIT, is_pair_success).await;
+    let paired_at = std::time::Instant::now();
     match &*ps {
         Event::PairSuccess(p) => {
             assert_eq!(p.id.user, "15550001111");
@@ -35,6 +36,13 @@ async fn qr_pairing_then_connected() {
         _ => unreachable!(),
     }
     c.events.wait("Connected", WAIT, is_connected).await;
+    // The phone shared the app-state key, so the client did not sit out its
+    // 10 s key-share grace before the critical sync.
+    assert!(
+        paired_at.elapsed() < std::time::Duration::from_secs(8),
+        "Connected {:?} after PairSuccess",
+        paired_at.elapsed()
+    );
     // PairSuccess strictly before Connected.
     let order: Vec<bool> = c
         .events

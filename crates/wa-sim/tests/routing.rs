@@ -198,7 +198,14 @@ async fn prekey_bundles_are_served_from_uploads() {
             .get(&1)
             .map_or(0, |d| d.prekeys)
     };
-    wait_until("bob uploaded pre-keys", WAIT, || held() > 0).await;
+    // The phone's key share to Bob's device consumes one key first.
+    wait_until("bob uploaded pre-keys and got the key share", WAIT, || {
+        sim.sim.world().accounts[BOB]
+            .devices
+            .get(&1)
+            .is_some_and(|d| d.key_shared && d.prekeys > 0)
+    })
+    .await;
     let before = held();
 
     let bob_dev = Jid::pn_device(BOB, 1);
