@@ -193,7 +193,7 @@ async fn main() {
     let rss1 = rss_kib(pid);
     let n = clients.len();
     println!(
-        "paired+connected {n}/{} clients in {pair_secs:.1} s (includes the client's ~10 s key-share wait after pairing)",
+        "paired+connected {n}/{} clients in {pair_secs:.1} s (QR scan, pair-success, 515, login, key share, critical sync)",
         a.clients
     );
     println!(
