@@ -98,6 +98,15 @@ impl Conn {
         self.send_raw(framed).await
     }
 
+    /// After a stream error the client closes the socket itself; give it a
+    /// moment so it reads the error before it sees the socket go away (a
+    /// close racing the last frame would make it reconnect instead).
+    async fn drain_then_close(&mut self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while let Ok(Ok(Some(_))) = tokio::time::timeout_at(deadline, self.next_frame()).await {}
+        self.close().await;
+    }
+
     async fn close(&mut self) {
         let _ = self.ws.send(Message::Close(None)).await;
     }
@@ -217,7 +226,7 @@ impl Conn {
                         Some(Outbound::Node(n)) => self.send_node(&n).await?,
                         Some(Outbound::NodeThenClose(n)) => {
                             self.send_node(&n).await?;
-                            self.close().await;
+                            self.drain_then_close().await;
                             return Ok(());
                         }
                         Some(Outbound::Close) | None => {
