@@ -6,7 +6,10 @@
 use std::time::Instant;
 
 use wagate::domain::{CapSet, Cursor, Jid};
-use wagate::store::{GroupMember, MessageStatus, NewMessage, NewSession, RecordOptions, Store};
+use wagate::store::{
+    GroupInfo, GroupMember, MessageStatus, NewMessage, NewSession, PersonNames, RecordOptions,
+    Store,
+};
 
 const WORDS: [&str; 20] = [
     "amber", "birch", "cedar", "delta", "ember", "fjord", "grove", "harbor", "iris", "jade",
@@ -73,18 +76,15 @@ async fn main() -> anyhow::Result<()> {
         let end = (start + 1000).min(n_contacts);
         let pairs: Vec<(Jid, Jid)> = (start..end).map(|i| (lid(i), phone(i))).collect();
         store.link_lid_pns(&sid, &pairs).await?;
-        let names: Vec<(Jid, String)> = (start..end)
-            .map(|i| (lid(i), format!("Person {i} {}", WORDS[i % WORDS.len()])))
+        let names: Vec<PersonNames> = (start..end)
+            .map(|i| PersonNames::push(lid(i), format!("Person {i} {}", WORDS[i % WORDS.len()])))
             .collect();
-        store.record_push_names(&names).await?;
+        store.record_names(&sid, &names).await?;
     }
     for g in 0..n_groups {
         let gj: Jid = format!("1203630{:08}@g.us", g)
             .parse()
             .map_err(anyhow::Error::msg)?;
-        store
-            .record_group(&sid, &gj, Some(&format!("Group {g}")))
-            .await?;
         let members: Vec<GroupMember> = (g * members_per_group
             ..((g + 1) * members_per_group).min(n_contacts))
             .map(|i| GroupMember {
@@ -94,7 +94,14 @@ async fn main() -> anyhow::Result<()> {
             })
             .collect();
         store
-            .record_group_members(&sid, &gj, &members, true)
+            .record_group(
+                &sid,
+                &GroupInfo {
+                    jid: gj,
+                    subject: Some(format!("Group {g}")),
+                    members: Some(members),
+                },
+            )
             .await?;
     }
     let people_secs = t.elapsed().as_secs_f64();
@@ -132,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
             };
             batch.push(NewMessage {
                 chat: jid.clone(),
+                chat_alt: None,
                 wa_message_id: format!("3EB0{c:06}{k:08}"),
                 from_me,
                 sender,
@@ -159,6 +167,8 @@ async fn main() -> anyhow::Result<()> {
                         &batch,
                         RecordOptions {
                             count_unread: false,
+                            // Live ingest writes one outbox event per message: measure that.
+                            emit_events: true,
                         },
                     )
                     .await?;
@@ -175,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
                 &batch,
                 RecordOptions {
                     count_unread: false,
+                    emit_events: true,
                 },
             )
             .await?;
@@ -182,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
     let msg_secs = t.elapsed().as_secs_f64();
     // Refresh planner statistics after the bulk load, as autovacuum (PostgreSQL) or an
     // operator would; without them PostgreSQL plans the contacts search as a full sort.
-    sqlx::query("ANALYZE").execute(store.pool()).await?;
+    store.analyze().await?;
     // A page 90% of the way back in the big chat.
     let deep = Cursor::new('m', vec![big_chat_deep_ts, i64::MAX]).encode();
     let out = serde_json::json!({

@@ -103,6 +103,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(path = %path.display(), "first start: an admin API key for org `default` was written to this file");
     }
     let addr = cfg.listen_addr();
+    let sweeper = tokio::spawn(sweep_events(store.clone(), cfg.events_retention_days));
     let state = AppState::new(cfg, store.clone(), Arc::new(OfflineEngine));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -111,8 +112,23 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    sweeper.abort();
     store.close().await;
     Ok(())
+}
+
+/// Deletes outbox events older than the retention, at start and then every ten minutes.
+async fn sweep_events(store: crate::store::Store, days: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        let before = crate::domain::now_ms() - (days as i64) * 86_400_000;
+        match store.sweep_events(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "outbox retention: old events deleted"),
+            Err(e) => tracing::warn!(error = %e, "outbox retention sweep failed"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

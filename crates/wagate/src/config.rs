@@ -42,6 +42,8 @@ pub struct Config {
     /// Default send rate limits of new sessions.
     pub default_rate_per_min: i64,
     pub default_rate_per_hour: i64,
+    /// How long outbox events are kept, days.
+    pub events_retention_days: u64,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             log_format: "text".into(),
             default_rate_per_min: 20,
             default_rate_per_hour: 600,
+            events_retention_days: 7,
         }
     }
 }
@@ -166,6 +169,12 @@ impl Config {
         }
         if self.default_rate_per_min < 1 || self.default_rate_per_hour < 1 {
             return err("default_rate_per_min and default_rate_per_hour must be at least 1".into());
+        }
+        if !(1..=3650).contains(&self.events_retention_days) {
+            return err(format!(
+                "events_retention_days (WAGATE_EVENTS_RETENTION_DAYS): `{}` must be 1 to 3650",
+                self.events_retention_days
+            ));
         }
         Ok(())
     }

@@ -116,6 +116,7 @@ impl ApiKeyService {
             org_id: rec.org_id,
             caps,
             principal: Principal::ApiKey { id: rec.id },
+            expires_at: rec.expires_at,
         };
         let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 10_000 {

@@ -187,6 +187,8 @@ impl JwtVerifier {
                 org_role,
                 platform_role: text(&self.cfg.claim_role),
             },
+            // A login ends, the person does not: keys they create are not bound to the token.
+            expires_at: None,
         })
     }
 }

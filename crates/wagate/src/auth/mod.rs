@@ -26,6 +26,9 @@ pub struct Caller {
     pub org_id: String,
     pub caps: CapSet,
     pub principal: Principal,
+    /// When the caller's own credential stops working (an expiring API key), epoch ms. A key
+    /// this caller creates never outlives it.
+    pub expires_at: Option<i64>,
 }
 
 #[derive(Debug, Clone)]

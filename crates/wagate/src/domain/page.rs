@@ -13,18 +13,31 @@ impl Limit {
 
     /// Parses the raw query value. Non-numeric text is an error; numbers are clamped.
     pub fn parse(raw: Option<&str>) -> Result<Self, String> {
+        Self::parse_range(raw, Self::DEFAULT, Self::MAX).map(Limit)
+    }
+
+    /// A page size in 1..=`max`: omitted or 0 gives `default`, other numbers are clamped to the
+    /// nearest bound (however large), anything but an integer is an error.
+    pub fn parse_range(raw: Option<&str>, default: u32, max: u32) -> Result<u32, String> {
         let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
-            return Ok(Limit(Self::DEFAULT));
+            return Ok(default);
         };
-        let n: i64 = raw
-            .parse()
-            .map_err(|_| format!("`{raw}` is not an integer"))?;
-        Ok(Limit(match n {
-            0 => Self::DEFAULT,
+        let digits = raw.strip_prefix(['-', '+']).unwrap_or(raw);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("`{raw}` is not an integer"));
+        }
+        // An integer too large for i64 is still an integer: it clamps to the nearest bound.
+        let n: i64 = raw.parse().unwrap_or(if raw.starts_with('-') {
+            i64::MIN
+        } else {
+            i64::MAX
+        });
+        Ok(match n {
+            0 => default,
             n if n < 1 => 1,
-            n if n > Self::MAX as i64 => Self::MAX,
+            n if n > max as i64 => max,
             n => n as u32,
-        }))
+        })
     }
 
     pub fn get(self) -> u32 {
@@ -98,7 +111,18 @@ mod tests {
         assert_eq!(Limit::parse(Some("1000")).unwrap().get(), 200);
         assert_eq!(Limit::parse(Some("7")).unwrap().get(), 7);
         assert!(Limit::parse(Some("ten")).is_err());
-        assert!(Limit::parse(Some("99999999999999999999999")).is_err());
+        assert_eq!(
+            Limit::parse(Some("99999999999999999999999")).unwrap().get(),
+            200
+        );
+        assert_eq!(
+            Limit::parse(Some("-99999999999999999999999"))
+                .unwrap()
+                .get(),
+            1
+        );
+        assert!(Limit::parse(Some("1e3")).is_err());
+        assert!(Limit::parse(Some("-")).is_err());
     }
 
     #[test]

@@ -87,16 +87,15 @@ pub async fn create_key(
             "a key cannot carry capabilities its creator does not hold".into(),
         ));
     }
+    // A key never outlives the key that created it.
+    let expires_at = match (body.expires_at, auth.expires_at) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let (rec, key) = st
         .auth()
         .keys
-        .create(
-            &auth.org_id,
-            name,
-            caps,
-            body.expires_at,
-            Some(auth.label()),
-        )
+        .create(&auth.org_id, name, caps, expires_at, Some(auth.label()))
         .await?;
     Ok((
         StatusCode::CREATED,

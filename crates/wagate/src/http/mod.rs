@@ -6,6 +6,7 @@
 pub mod api_keys;
 pub mod chats;
 pub mod contacts;
+pub mod events;
 pub mod extract;
 pub mod metrics;
 pub mod models;
@@ -109,6 +110,7 @@ organization API key (`wag_...`, also accepted as `X-Api-Key`). Errors always ha
         (name = "chats", description = "The stored copy of chats and messages, and chat actions."),
         (name = "contacts", description = "People a session has seen, and number checks."),
         (name = "api-keys", description = "Keys for scripts and services."),
+        (name = "events", description = "The outbox of changes, as a pull feed."),
     )
 )]
 struct ApiDoc;
@@ -159,6 +161,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(contacts::check_number))
         .routes(routes!(api_keys::list_keys, api_keys::create_key))
         .routes(routes!(api_keys::revoke_key))
+        .routes(routes!(events::list_events))
         .split_for_parts()
 }
 

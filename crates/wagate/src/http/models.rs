@@ -233,6 +233,9 @@ pub struct Session {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     pub status: SessionStatus,
+    /// Why the session has its status (a failure, a ban with its end, a replacement, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phone_number: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -260,6 +263,7 @@ impl From<SessionRecord> for Session {
             id: s.id,
             organization_id: s.org_id,
             label: s.label,
+            status_reason: s.status_reason,
             phone_number: s.phone_number,
             wa_jid: s.wa_jid,
             wa_lid: s.wa_lid,

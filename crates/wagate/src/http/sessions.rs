@@ -261,39 +261,67 @@ pub async fn session_action(
     let sid: SessionId = super::extract::session_id(sid_raw)?;
     let session = owned_session(&st, &auth, &sid).await?;
     let store = st.store();
+    let org = auth.org_id.as_str();
+    const IDLE: [SessionStatus; 3] = [
+        SessionStatus::Stopped,
+        SessionStatus::Failed,
+        SessionStatus::LoggedOut,
+    ];
     match action {
         Action::Start => {
-            if session.status().is_active() {
+            // One conditional update claims the start: of two concurrent starts one gets 409.
+            let claimed = store
+                .claim_session_status(org, &sid, &IDLE, SessionStatus::Starting, None)
+                .await?
+                .ok_or_else(ApiError::session_not_found)?;
+            if !claimed.1 {
                 return Err(ApiError::Conflict(format!(
                     "the session is already {}",
-                    session.status().as_str()
+                    claimed.0.status().as_str()
                 )));
             }
-            st.engine().start(&session).await?;
-            store
-                .set_session_status(&sid, SessionStatus::Starting)
-                .await?;
+            if let Err(e) = st.engine().start(&session).await {
+                // Give the claim back: the session is as it was before the call.
+                store
+                    .claim_session_status(
+                        org,
+                        &sid,
+                        &[SessionStatus::Starting],
+                        session.status(),
+                        session.status_reason.as_deref(),
+                    )
+                    .await?;
+                return Err(e.into());
+            }
         }
         Action::Stop => {
             st.engine().stop(&sid).await?;
             store
-                .set_session_status(&sid, SessionStatus::Stopped)
+                .set_session_status(
+                    &sid,
+                    SessionStatus::Stopped,
+                    Some("stopped through the API"),
+                )
                 .await?;
         }
         Action::Restart => {
             st.engine().stop(&sid).await?;
             store
-                .set_session_status(&sid, SessionStatus::Stopped)
+                .set_session_status(&sid, SessionStatus::Stopped, Some("restarting"))
                 .await?;
             st.engine().start(&session).await?;
             store
-                .set_session_status(&sid, SessionStatus::Starting)
+                .set_session_status(&sid, SessionStatus::Starting, None)
                 .await?;
         }
         Action::Logout => {
             st.engine().logout(&sid).await?;
             store
-                .set_session_status(&sid, SessionStatus::LoggedOut)
+                .set_session_status(
+                    &sid,
+                    SessionStatus::LoggedOut,
+                    Some("logged out through the API"),
+                )
                 .await?;
         }
     }

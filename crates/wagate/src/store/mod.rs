@@ -1,32 +1,48 @@
-//! Storage: one `Store` over SQLite (embedded default) or PostgreSQL.
+//! Storage: one [`Store`] over SQLite (the embedded default) or PostgreSQL, through sqlx's typed
+//! pools (`SqlitePool`, `PgPool`).
 //!
-//! Queries are written once in the SQL both dialects share (`$n` placeholders, `RETURNING`,
-//! `ON CONFLICT`, row-value comparisons) and run through sqlx's `Any` driver; each dialect has
-//! its own embedded migrations. The ingest operations the WhatsApp engine calls live in
-//! [`chats`], [`messages`] and [`contacts`]; tests seed data through them as well.
+//! Layout:
+//! - [`records`]: the rows the store returns (chats, messages, contacts, sessions, keys, events).
+//! - [`ingest`]: the one entry point for everything WhatsApp tells the gateway, with typed inputs
+//!   (messages, receipts, chat settings, names, LID↔phone pairs, groups, history batches).
+//! - `api`: the reads and writes the HTTP API makes.
+//! - `sql/`: the SQL. Each file under `sql/` is compiled twice, once per dialect
+//!   (`sql/sqlite.rs` and `sql/postgres.rs` include it as a module and give it `DB`, `Conn` and
+//!   the few helpers whose SQL differs), so statement text is shared where the dialects agree and
+//!   each dialect has its own where it matters (locks, list parameters, page building).
+//!
+//! Concurrency: every write that touches a session's stored copy runs in a transaction that
+//! first takes that session's lock (a transaction-scoped advisory lock on PostgreSQL; SQLite has
+//! one writer and `BEGIN IMMEDIATE`). Transient conflicts (deadlock, serialization failure,
+//! SQLite busy) are retried. Outbox events are written in the same transaction as the change.
 
-pub mod api_keys;
-pub mod chats;
-pub mod contacts;
-mod flag;
-pub mod messages;
-pub mod sessions;
+pub mod ingest;
+pub mod records;
+
+mod api;
+pub(crate) mod outbox;
+mod sql;
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
 use tokio::sync::{Mutex, MutexGuard};
 
-pub use api_keys::{ApiKeyRecord, NewApiKey};
-pub use chats::{ChatPatch, ChatRecord, ChatUpsert};
-pub use contacts::{ContactFilter, ContactRecord, ContactSource, GroupMember};
-pub(crate) use flag::Flag;
-pub use messages::{MediaInfo, MessageRecord, MessageStatus, NewMessage, RecordOptions, Recorded};
-pub use sessions::{NewSession, SessionPatch, SessionRecord, SessionStatus};
+pub use api::{ContactFilter, ContactSource, EventFilter};
+pub use ingest::{
+    ChatSettings, GroupInfo, GroupMember, HistoryBatch, HistoryCounts, MediaInfo, NewMessage,
+    ParticipantChange, PersonNames, Receipt, RecordOptions, Recorded,
+};
+pub use outbox::kind as event_kind;
+pub use records::{
+    ApiKeyRecord, ChatPatch, ChatRecord, ContactRecord, EventRecord, MessageRecord, MessageStatus,
+    NewApiKey, NewSession, SessionPatch, SessionRecord, SessionStatus,
+};
 
 /// Which SQL engine a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,116 +51,198 @@ pub enum DbKind {
     Postgres,
 }
 
+/// The typed pool behind a store.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
 /// Handle to the database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
-    kind: DbKind,
-    /// SQLite allows one writer; taking this in-process lock before a write transaction avoids
-    /// `SQLITE_BUSY` on lock upgrade. PostgreSQL needs none.
+    db: Db,
+    /// SQLite has one writer: taking this in-process lock before a write transaction hands the
+    /// write lock over in FIFO order instead of letting writers poll SQLite's busy handler.
     write_gate: Option<Arc<Mutex<()>>>,
 }
 
 /// A held write permit (a no-op on PostgreSQL).
 pub struct WriteGuard<'a>(#[allow(dead_code)] Option<MutexGuard<'a, ()>>);
 
+/// Runs `$call` on the dialect module of the store's pool: `on_db!(self, chats::get(args))`
+/// becomes `sql::sqlite::chats::get(pool, args)` or `sql::postgres::chats::get(pool, args)`.
+macro_rules! on_db {
+    ($store:expr, $module:ident :: $func:ident ( $($arg:expr),* $(,)? )) => {
+        match $store.db() {
+            $crate::store::Db::Sqlite(pool) => {
+                $crate::store::sql::sqlite::$module::$func(pool, $($arg),*).await
+            }
+            $crate::store::Db::Postgres(pool) => {
+                $crate::store::sql::postgres::$module::$func(pool, $($arg),*).await
+            }
+        }
+    };
+}
+pub(crate) use on_db;
+
 impl Store {
     /// Connects to `url` (`sqlite://...` or `postgres://...`). SQLite files and their parent
     /// folders are created when missing.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
-        sqlx::any::install_default_drivers();
         let kind = db_kind(url)?;
-        if kind == DbKind::Sqlite {
-            disable_sqlite_memstatus();
-        }
-        let url = match kind {
-            DbKind::Sqlite => prepare_sqlite_url(url)?,
-            DbKind::Postgres => url.to_owned(),
+        let max = max_connections.max(1);
+        let db = match kind {
+            DbKind::Sqlite => {
+                disable_sqlite_memstatus();
+                let url = prepare_sqlite_url(url)?;
+                let opts = SqliteConnectOptions::from_str(&url)
+                    .context("parsing the database URL")?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10))
+                    .pragma("mmap_size", "1073741824");
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max)
+                    .min_connections(0)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(opts)
+                    .await
+                    .context("opening the SQLite database")?;
+                Db::Sqlite(pool)
+            }
+            DbKind::Postgres => {
+                let opts = PgConnectOptions::from_str(url).context("parsing the database URL")?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(max)
+                    .min_connections(0)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(opts)
+                    .await
+                    .context("connecting to the PostgreSQL database")?;
+                Db::Postgres(pool)
+            }
         };
-        let opts = AnyConnectOptions::from_str(&url).with_context(|| "parsing the database URL")?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if kind == DbKind::Sqlite {
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA mmap_size = 1073741824;")
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(opts)
-            .await
-            .with_context(|| format!("connecting to the {kind:?} database"))?;
         let write_gate = (kind == DbKind::Sqlite).then(|| Arc::new(Mutex::new(())));
-        Ok(Store {
-            pool,
-            kind,
-            write_gate,
-        })
+        Ok(Store { db, write_gate })
     }
 
     /// Applies the embedded migrations of this store's dialect.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let migrator = match self.kind {
-            DbKind::Sqlite => sqlx::migrate!("migrations/sqlite"),
-            DbKind::Postgres => sqlx::migrate!("migrations/postgres"),
-        };
-        migrator
-            .run(&self.pool)
-            .await
-            .context("applying database migrations")?;
+        // Other components (the engine's key store) keep their own migrations, with their own
+        // version numbers, in the same bookkeeping table: ignore versions this set does not know.
+        match &self.db {
+            Db::Sqlite(p) => {
+                let mut m = sqlx::migrate!("migrations/sqlite");
+                m.set_ignore_missing(true);
+                m.run(p).await
+            }
+            Db::Postgres(p) => {
+                let mut m = sqlx::migrate!("migrations/postgres");
+                m.set_ignore_missing(true);
+                m.run(p).await
+            }
+        }
+        .context("applying database migrations")?;
         Ok(())
     }
 
     pub fn kind(&self) -> DbKind {
-        self.kind
+        match self.db {
+            Db::Sqlite(_) => DbKind::Sqlite,
+            Db::Postgres(_) => DbKind::Postgres,
+        }
     }
 
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// The typed pool (for components that keep their own tables in the same database).
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// True when the database answers a trivial query.
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        match &self.db {
+            Db::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
+            Db::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
+        }
+    }
+
+    /// Updates the planner's statistics (after a bulk load).
+    pub async fn analyze(&self) -> anyhow::Result<()> {
+        match &self.db {
+            Db::Sqlite(p) => {
+                sqlx::query("ANALYZE").execute(p).await?;
+            }
+            Db::Postgres(p) => {
+                sqlx::query("ANALYZE").execute(p).await?;
+            }
+        }
+        Ok(())
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.db {
+            Db::Sqlite(p) => p.close().await,
+            Db::Postgres(p) => p.close().await,
+        }
     }
 
     /// Takes the write permit; hold it for the whole write transaction.
-    pub async fn write_gate(&self) -> WriteGuard<'_> {
+    pub(crate) async fn write_gate(&self) -> WriteGuard<'_> {
         match &self.write_gate {
             Some(m) => WriteGuard(Some(m.lock().await)),
             None => WriteGuard(None),
         }
     }
+}
 
-    /// Reads a value from the `meta` table.
-    pub async fn meta_get(&self, key: &str) -> anyhow::Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
-    }
-
-    /// Sets `key` only if it is not set yet; true when this call set it.
-    pub async fn meta_claim(&self, key: &str, value: &str) -> anyhow::Result<bool> {
-        let _w = self.write_gate().await;
-        let r = sqlx::query(
-            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(value)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+/// True for errors that go away when the transaction is simply run again: a deadlock or
+/// serialization failure on PostgreSQL, a busy or locked database on SQLite.
+pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            matches!(
+                code.as_deref(),
+                Some("40001")
+                    | Some("40P01")
+                    | Some("55P03")
+                    | Some("5")
+                    | Some("6")
+                    | Some("517")
+                    | Some("261")
+                    | Some("262")
+            )
+        }
+        sqlx::Error::PoolTimedOut => false,
+        _ => false,
     }
 }
+
+/// Runs `$body` (an expression evaluating to `sqlx::Result<T>`, typically an awaited async
+/// block that opens, fills and commits a transaction) again when it fails transiently, up to
+/// five attempts with a short growing pause.
+macro_rules! retrying {
+    ($body:expr) => {{
+        let mut attempt: u32 = 0;
+        loop {
+            match $body {
+                Err(e) if attempt < 5 && $crate::store::is_transient(&e) => {
+                    attempt += 1;
+                    tracing::debug!(attempt, error = %e, "transient database conflict; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        (5u64 << attempt) + rand::random::<u64>() % 10,
+                    ))
+                    .await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+pub(crate) use retrying;
 
 /// SQLite keeps allocation statistics under one process-wide mutex unless told not to; with a
 /// worker thread per connection that mutex was a visible share of a list request's CPU time.
@@ -205,34 +303,36 @@ fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
     Ok(format!("sqlite://{path}?{query}"))
 }
 
-impl Store {
-    /// Wraps a page query so the database returns the whole page as one JSON array in one row.
-    ///
-    /// `inner` selects the page's rows (already ordered and limited); `fields` are its column
-    /// names, which become the JSON keys; `order` repeats the ordering for the aggregate.
-    /// Pages then cross sqlx's SQLite worker thread and the `Any` driver once instead of once
-    /// per row, which was most of the cost of a list request (see the README's benchmark).
-    pub(crate) fn json_page_sql(&self, inner: &str, fields: &[&str], order: &str) -> String {
-        let pairs: Vec<String> = fields.iter().map(|f| format!("'{f}', page.{f}")).collect();
-        let pairs = pairs.join(", ");
-        match self.kind {
-            DbKind::Sqlite => format!(
-                "SELECT COALESCE(json_group_array(json_object({pairs}) ORDER BY {order}), '[]') FROM ({inner}) AS page"
-            ),
-            DbKind::Postgres => format!(
-                "SELECT COALESCE(json_agg(json_build_object({pairs}) ORDER BY {order}), '[]')::text FROM ({inner}) AS page"
-            ),
+/// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern and wraps it in `%`.
+pub(crate) fn like_contains(needle: &str) -> String {
+    let mut out = String::with_capacity(needle.len() + 2);
+    out.push('%');
+    for ch in needle.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
         }
+        out.push(ch);
+    }
+    out.push('%');
+    out
+}
+
+/// Trims a keyset query's `limit + 1` rows to `limit` and returns the cursor after the last
+/// kept row, or `None` when there was no further row (the last page).
+pub(crate) fn finish_page<T>(
+    rows: &mut Vec<T>,
+    limit: i64,
+    cursor_of: impl Fn(&T) -> crate::domain::Cursor,
+) -> Option<crate::domain::Cursor> {
+    if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(cursor_of)
+    } else {
+        None
     }
 }
 
-/// Reads a JSON page produced by [`Store::json_page_sql`].
-pub(crate) fn parse_page<T: serde::de::DeserializeOwned>(text: &str) -> anyhow::Result<Vec<T>> {
-    serde_json::from_str(text)
-        .map_err(|e| anyhow::anyhow!("decoding a page from the database: {e}"))
-}
-
-/// A boolean as the databases render it in JSON: `true`/`false` (PostgreSQL) or `1`/`0` (SQLite).
+/// A boolean as SQLite renders it in JSON (`1`/`0`) or PostgreSQL (`true`/`false`).
 pub(crate) fn json_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     struct V;
     impl serde::de::Visitor<'_> for V {
@@ -251,35 +351,6 @@ pub(crate) fn json_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, 
         }
     }
     d.deserialize_any(V)
-}
-
-/// Trims a keyset query's `limit + 1` rows to `limit` and returns the cursor after the last
-/// kept row, or `None` when there was no further row (the last page).
-pub(crate) fn finish_page<T>(
-    rows: &mut Vec<T>,
-    limit: i64,
-    cursor_of: impl Fn(&T) -> crate::domain::Cursor,
-) -> Option<crate::domain::Cursor> {
-    if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(cursor_of)
-    } else {
-        None
-    }
-}
-
-/// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern and wraps it in `%`.
-pub(crate) fn like_contains(needle: &str) -> String {
-    let mut out = String::with_capacity(needle.len() + 2);
-    out.push('%');
-    for ch in needle.chars() {
-        if matches!(ch, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(ch);
-    }
-    out.push('%');
-    out
 }
 
 #[cfg(test)]

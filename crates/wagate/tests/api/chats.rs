@@ -2,7 +2,7 @@ use serde_json::{json, Value};
 
 use crate::dual;
 use crate::support::{jid, TestApp};
-use wagate::store::ChatUpsert;
+use wagate::store::ChatSettings;
 
 const DAY: i64 = 86_400_000;
 
@@ -50,7 +50,7 @@ dual!(async fn display_order_pinned_then_latest_then_id(backend) {
     app.msg(&sid, "400@s.whatsapp.net", "d", false, 500).await;
     // Same activity time: the higher id (created later) comes first.
     app.msg(&sid, "500@s.whatsapp.net", "e", false, 2_000).await;
-    app.store.upsert_chat(&sid, &jid("400@s.whatsapp.net"), ChatUpsert { pinned: Some(true), ..Default::default() }).await.unwrap();
+    app.store.record_chat(&sid, &ChatSettings { pinned: Some(true), ..ChatSettings::new(jid("400@s.whatsapp.net")) }).await.unwrap();
     let all = all_chats(&app, &sid, 2).await;
     assert_eq!(all, ["400@s.whatsapp.net", "200@s.whatsapp.net", "500@s.whatsapp.net", "300-1@g.us", "100@s.whatsapp.net"]);
     let one = app.get(&format!("/api/v1/sessions/{sid}/chats")).await.json();
@@ -112,7 +112,7 @@ dual!(async fn get_chat_by_jid_encoded_jid_and_404s(backend) {
     let app = TestApp::new(backend).await;
     let sid = app.session().await;
     app.msg(&sid, "6281234567890@s.whatsapp.net", "a", false, 1_719_662_400_000).await;
-    app.store.upsert_chat(&sid, &jid("6281234567890@s.whatsapp.net"), ChatUpsert { name: Some("Alice".into()), ..Default::default() }).await.unwrap();
+    app.store.record_chat(&sid, &ChatSettings { name: Some("Alice".into()), ..ChatSettings::new(jid("6281234567890@s.whatsapp.net")) }).await.unwrap();
     let r = app.get(&format!("/api/v1/sessions/{sid}/chats/6281234567890@s.whatsapp.net")).await;
     r.expect(200);
     let c = r.json();

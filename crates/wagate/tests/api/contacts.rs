@@ -2,7 +2,7 @@ use serde_json::{json, Value};
 
 use crate::dual;
 use crate::support::{jid, text, TestApp};
-use wagate::store::{GroupMember, RecordOptions};
+use wagate::store::{GroupInfo, GroupMember, ParticipantChange, RecordOptions};
 
 fn lids(v: &Value) -> Vec<String> {
     v["data"]
@@ -25,42 +25,52 @@ async fn seed(app: &TestApp, sid: &str) {
     s.record_message(sid, m, RecordOptions::default())
         .await
         .unwrap();
-    s.record_business_name(&jid("1001@lid"), "Acme Corp")
+    s.record_business_name(sid, &jid("1001@lid"), "Acme Corp")
         .await
         .unwrap();
     s.link_lid_pn(sid, &jid("1002@lid"), &jid("6282222222222@s.whatsapp.net"))
         .await
         .unwrap();
-    s.record_push_name(&jid("1002@lid"), "Bob").await.unwrap();
+    s.record_push_name(sid, &jid("1002@lid"), "Bob")
+        .await
+        .unwrap();
     s.link_lid_pn(sid, &jid("1003@lid"), &jid("6283333333333@s.whatsapp.net"))
         .await
         .unwrap();
-    s.record_push_name(&jid("1003@lid"), "Carol").await.unwrap();
+    s.record_push_name(sid, &jid("1003@lid"), "Carol")
+        .await
+        .unwrap();
     let member = |j: &str, role: &str| GroupMember {
         jid: jid(j),
         alt: None,
         role: role.into(),
     };
-    s.record_group(sid, &jid("111-1@g.us"), Some("Group one"))
+    s.record_group(
+        sid,
+        &GroupInfo {
+            jid: jid("111-1@g.us"),
+            subject: Some("Group one".into()),
+            members: Some(vec![
+                member("1002@lid", "admin"),
+                member("1003@lid", "member"),
+            ]),
+        },
+    )
+    .await
+    .unwrap();
+    s.record_group(
+        sid,
+        &GroupInfo {
+            jid: jid("222-2@g.us"),
+            subject: None,
+            members: Some(vec![member("1004@lid", "member")]),
+        },
+    )
+    .await
+    .unwrap();
+    s.record_push_name(sid, &jid("1004@lid"), "Dave")
         .await
         .unwrap();
-    s.record_group_members(
-        sid,
-        &jid("111-1@g.us"),
-        &[member("1002@lid", "admin"), member("1003@lid", "member")],
-        true,
-    )
-    .await
-    .unwrap();
-    s.record_group_members(
-        sid,
-        &jid("222-2@g.us"),
-        &[member("1004@lid", "member")],
-        true,
-    )
-    .await
-    .unwrap();
-    s.record_push_name(&jid("1004@lid"), "Dave").await.unwrap();
     s.record_message(
         sid,
         text("1003@lid", "c1", false, 2_000),
@@ -129,7 +139,7 @@ dual!(async fn lid_and_phone_merge_into_one_person_and_one_dm(backend) {
     app.msg(&sid, "777@lid", "dup", false, 1_500).await;
     app.msg(&sid, "6287777777777@s.whatsapp.net", "p1", false, 2_000).await;
     app.msg(&sid, "6287777777777@s.whatsapp.net", "dup", false, 1_500).await;
-    app.store.record_push_name(&jid("777@lid"), "Eve").await.unwrap();
+    app.store.record_push_name(&sid, &jid("777@lid"), "Eve").await.unwrap();
     let before = app.get(&format!("/api/v1/sessions/{sid}/contacts")).await.json();
     assert_eq!(before["data"].as_array().unwrap().len(), 2, "two views before the link: {before}");
     app.store.link_lid_pn(&sid, &jid("777@lid"), &jid("6287777777777@s.whatsapp.net")).await.unwrap();
@@ -183,12 +193,13 @@ dual!(async fn contacts_work_without_a_connection_and_group_membership_replaces(
     let sid = app.session().await;
     let m = |j: &str| GroupMember { jid: jid(j), alt: None, role: "member".into() };
     let g = jid("333-3@g.us");
-    app.store.record_group_members(&sid, &g, &[m("1@lid"), m("2@lid"), m("3@lid")], true).await.unwrap();
-    app.store.record_group_members(&sid, &g, &[m("2@lid"), m("3@lid")], true).await.unwrap();
-    app.store.remove_group_members(&sid, &g, &[jid("3@lid")]).await.unwrap();
+    let full = |members: Vec<GroupMember>| GroupInfo { jid: g.clone(), subject: None, members: Some(members) };
+    app.store.record_group(&sid, &full(vec![m("1@lid"), m("2@lid"), m("3@lid")])).await.unwrap();
+    app.store.record_group(&sid, &full(vec![m("2@lid"), m("3@lid")])).await.unwrap();
+    app.store.record_participants(&sid, &g, ParticipantChange::Remove, &[m("3@lid")]).await.unwrap();
     // A member given with both addresses is one person with a phone number.
     let both = GroupMember { jid: jid("4@lid"), alt: Some(jid("6284444444444@s.whatsapp.net")), role: "admin".into() };
-    app.store.record_group_members(&sid, &g, &[both], false).await.unwrap();
+    app.store.record_participants(&sid, &g, ParticipantChange::Add, &[both]).await.unwrap();
     let v = app.get(&format!("/api/v1/sessions/{sid}/contacts?group=333-3@g.us")).await.json();
     assert_eq!(lids(&v), ["2@lid", "4@lid"]);
     assert_eq!(v["data"][1]["phoneNumber"], "6284444444444");

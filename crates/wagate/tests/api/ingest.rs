@@ -1,6 +1,6 @@
 use crate::dual;
 use crate::support::{jid, text, TestApp};
-use wagate::store::{ChatUpsert, MessageStatus, RecordOptions};
+use wagate::store::{ChatSettings, MessageStatus, RecordOptions};
 
 dual!(async fn same_whatsapp_id_twice_is_one_row(backend) {
     let app = TestApp::new(backend).await;
@@ -49,17 +49,17 @@ dual!(async fn upsert_chat_takes_whatsapp_state_and_history_does_not_count_unrea
     let app = TestApp::new(backend).await;
     let sid = app.session().await;
     let g = jid("120363000000000009@g.us");
-    let c = app.store.upsert_chat(&sid, &g, ChatUpsert { name: Some("Team".into()), archived: Some(true), unread_count: Some(7), muted_until: Some(Some(i64::MAX / 2)), last_message_at: Some(5_000), ..Default::default() }).await.unwrap();
+    let c = app.store.record_chat(&sid, &ChatSettings { name: Some("Team".into()), archived: Some(true), unread_count: Some(7), muted_until: Some(Some(i64::MAX / 2)), last_message_at: Some(5_000), ..ChatSettings::new(g.clone()) }).await.unwrap().unwrap();
     assert_eq!((c.archived, c.unread_count, c.last_message_at, c.kind.as_str()), (true, 7, 5_000, "group"));
     // History sync: old messages do not bump the counter or move activity backwards.
     let history = vec![text(&g.to_string(), "h1", false, 1_000), text(&g.to_string(), "h2", false, 2_000)];
-    app.store.record_messages(&sid, &history, RecordOptions { count_unread: false }).await.unwrap();
+    app.store.record_messages(&sid, &history, RecordOptions { count_unread: false, emit_events: false }).await.unwrap();
     let c = app.get(&format!("/api/v1/sessions/{sid}/chats/{g}")).await.json();
     assert_eq!(c["unreadCount"], 7);
     assert_eq!(c["lastMessageAt"], 5_000);
     assert_eq!(c["name"], "Team");
     // Clearing the mute through the ingest surface.
-    app.store.upsert_chat(&sid, &g, ChatUpsert { muted_until: Some(None), ..Default::default() }).await.unwrap();
+    app.store.record_chat(&sid, &ChatSettings { muted_until: Some(None), ..ChatSettings::new(g.clone()) }).await.unwrap();
     assert!(app.get(&format!("/api/v1/sessions/{sid}/chats/{g}")).await.json()["mutedUntil"].is_null());
 });
 

@@ -28,6 +28,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/api-keys"),
     ("post", "/api/v1/api-keys"),
     ("delete", "/api/v1/api-keys/{id}"),
+    ("get", "/api/v1/events"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -95,6 +96,7 @@ async fn every_route_is_documented_and_served() {
         "Session",
         "ErrorEnvelope",
         "OnWhatsApp",
+        "EventPage",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

@@ -61,7 +61,7 @@ dual!(async fn lifecycle_through_the_engine(backend) {
     assert_eq!(app.engine.started.lock().unwrap().len(), 1);
     app.post(&format!("{base}:start"), json!(null)).await.expect_error(409, "conflict");
     // The engine reports it is waiting for a scan: the QR code is served, as JSON or SVG.
-    app.store.set_session_status(&sid.parse().unwrap(), SessionStatus::ScanQrCode).await.unwrap();
+    app.store.set_session_status(&sid.parse().unwrap(), SessionStatus::ScanQrCode, None).await.unwrap();
     let qr = app.get(&format!("{base}/qr")).await;
     qr.expect(200);
     let qr = qr.json();
@@ -79,7 +79,7 @@ dual!(async fn lifecycle_through_the_engine(backend) {
     app.post(&format!("{base}/pairing-code"), json!({})).await.expect_error(422, "validation_error");
     // Paired and connected.
     app.store.set_session_account(&sid.parse().unwrap(), Some("6281234567890@s.whatsapp.net"), Some("55@lid"), Some("6281234567890"), Some("Shop")).await.unwrap();
-    app.store.set_session_status(&sid.parse().unwrap(), SessionStatus::Working).await.unwrap();
+    app.store.set_session_status(&sid.parse().unwrap(), SessionStatus::Working, None).await.unwrap();
     app.engine.connect(&sid);
     let me = app.get(&format!("{base}/me")).await.json();
     assert_eq!(me, json!({"jid": "6281234567890@s.whatsapp.net", "lid": "55@lid", "phoneNumber": "6281234567890", "pushName": "Shop", "connected": true}));

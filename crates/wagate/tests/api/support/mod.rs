@@ -364,6 +364,7 @@ pub fn jid(s: &str) -> Jid {
 pub fn text(chat: &str, id: &str, from_me: bool, ts: i64) -> NewMessage {
     NewMessage {
         chat: jid(chat),
+        chat_alt: None,
         wa_message_id: id.to_owned(),
         from_me,
         sender: None,

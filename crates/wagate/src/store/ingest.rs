@@ -1,0 +1,382 @@
+//! The ingest service: the one way into the stored copy for everything WhatsApp tells the
+//! gateway. The engine calls these operations as events arrive, and tests seed data through
+//! them too.
+//!
+//! Every operation is one transaction that holds the session's lock, is safe to run
+//! concurrently with any other and to repeat (a redelivered message is one row; linking the
+//! same pair twice changes nothing), retries transient conflicts, and writes its outbox events
+//! in the same transaction. An operation on a session that no longer exists stores nothing.
+
+use serde::Serialize;
+
+use super::records::{ChatRecord, MessageStatus};
+use super::{on_db, Store};
+use crate::domain::Jid;
+
+/// Attachment metadata (the bytes live elsewhere).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaInfo {
+    pub mimetype: Option<String>,
+    pub size: Option<i64>,
+    pub filename: Option<String>,
+}
+
+/// A message to record, as the engine converts it from WhatsApp.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The chat: a group JID, or for a direct chat the other person's address (phone JID or LID).
+    pub chat: Jid,
+    /// For a direct chat, the other person's other address when WhatsApp gave it.
+    pub chat_alt: Option<Jid>,
+    pub wa_message_id: String,
+    pub from_me: bool,
+    /// The author's address as WhatsApp gave it (phone JID or LID).
+    pub sender: Option<Jid>,
+    /// The author's LID when WhatsApp gave the other address as well.
+    pub sender_lid: Option<Jid>,
+    /// The author's push name, if the message carried it.
+    pub sender_name: Option<String>,
+    /// `text`, `image`, `video`, `audio`, `document`, `sticker`, `location`, `contact`, `poll`, `reaction`, ...
+    pub kind: String,
+    pub body: Option<String>,
+    pub media: Option<MediaInfo>,
+    pub quoted_message_id: Option<String>,
+    pub mentions: Vec<String>,
+    pub status: MessageStatus,
+    /// When WhatsApp says it was sent, epoch ms.
+    pub timestamp: i64,
+}
+
+/// How a batch of messages is counted.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordOptions {
+    /// Bump the chat's unread counter for each new incoming message (live traffic). History
+    /// sync passes `false` and sets the counter WhatsApp reported instead.
+    pub count_unread: bool,
+    /// Write a `message` / `message.from_me` event per new message (history sync does not).
+    pub emit_events: bool,
+}
+
+impl Default for RecordOptions {
+    fn default() -> Self {
+        RecordOptions {
+            count_unread: true,
+            emit_events: true,
+        }
+    }
+}
+
+/// The outcome of recording one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    pub id: i64,
+    pub chat_id: i64,
+    /// False when the same WhatsApp id was already stored in that chat.
+    pub inserted: bool,
+}
+
+/// A delivery or read receipt for messages of one chat.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub chat: Jid,
+    pub ids: Vec<String>,
+    pub status: MessageStatus,
+    pub error: Option<String>,
+}
+
+/// What WhatsApp says about a chat: from history sync, or a change made on the phone
+/// (archive, pin, mute, mark read, delete). `None` fields stay as they are.
+#[derive(Debug, Clone)]
+pub struct ChatSettings {
+    pub chat: Jid,
+    /// For a direct chat, the person's other address when known.
+    pub chat_alt: Option<Jid>,
+    pub name: Option<String>,
+    pub archived: Option<bool>,
+    pub pinned: Option<bool>,
+    /// `Some(None)` clears the mute.
+    pub muted_until: Option<Option<i64>>,
+    /// `Some(0)` marks the chat read.
+    pub unread_count: Option<i64>,
+    pub last_message_at: Option<i64>,
+    /// The chat was deleted on the phone: remove it from the stored copy.
+    pub deleted: bool,
+}
+
+impl ChatSettings {
+    /// Settings that change nothing yet, for `chat`.
+    pub fn new(chat: Jid) -> Self {
+        ChatSettings {
+            chat,
+            chat_alt: None,
+            name: None,
+            archived: None,
+            pinned: None,
+            muted_until: None,
+            unread_count: None,
+            last_message_at: None,
+            deleted: false,
+        }
+    }
+}
+
+/// Names WhatsApp reported for a person.
+#[derive(Debug, Clone)]
+pub struct PersonNames {
+    pub jid: Jid,
+    pub alt: Option<Jid>,
+    /// The name the person set for themselves.
+    pub push_name: Option<String>,
+    /// A business account's verified name.
+    pub business_name: Option<String>,
+    /// The name in this session's phone address book; `Some(None)` removes it.
+    pub saved_name: Option<Option<String>>,
+}
+
+impl PersonNames {
+    pub fn push(jid: Jid, name: impl Into<String>) -> Self {
+        PersonNames {
+            jid,
+            alt: None,
+            push_name: Some(name.into()),
+            business_name: None,
+            saved_name: None,
+        }
+    }
+}
+
+/// A group member as WhatsApp lists it.
+#[derive(Debug, Clone)]
+pub struct GroupMember {
+    /// The member's address (LID or phone JID).
+    pub jid: Jid,
+    /// The other address, when WhatsApp gave both.
+    pub alt: Option<Jid>,
+    /// `member`, `admin` or `superadmin`.
+    pub role: String,
+}
+
+/// A group's metadata; `members`, when given, is the complete list.
+#[derive(Debug, Clone)]
+pub struct GroupInfo {
+    pub jid: Jid,
+    pub subject: Option<String>,
+    pub members: Option<Vec<GroupMember>>,
+}
+
+/// A change of a group's membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParticipantChange {
+    Add,
+    Remove,
+    Promote,
+    Demote,
+}
+
+/// One batch of a history sync.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryBatch {
+    pub pairs: Vec<(Jid, Jid)>,
+    pub names: Vec<PersonNames>,
+    pub chats: Vec<ChatSettings>,
+    pub messages: Vec<NewMessage>,
+}
+
+/// What a history batch stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryCounts {
+    pub chats: usize,
+    pub messages: usize,
+    pub new_messages: usize,
+    pub contacts: usize,
+}
+
+fn check_pairs(pairs: &[(Jid, Jid)]) -> anyhow::Result<()> {
+    for (lid, pn) in pairs {
+        anyhow::ensure!(
+            lid.is_lid() && pn.is_phone(),
+            "a LID↔phone pair needs a @lid and a @s.whatsapp.net JID, got {lid} and {pn}"
+        );
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Records one message; see [`Store::record_messages`].
+    pub async fn record_message(
+        &self,
+        session: &str,
+        msg: NewMessage,
+        opts: RecordOptions,
+    ) -> anyhow::Result<Recorded> {
+        let mut out = self
+            .record_messages(session, std::slice::from_ref(&msg), opts)
+            .await?;
+        anyhow::ensure!(!out.is_empty(), "the session {session} does not exist");
+        Ok(out.remove(0))
+    }
+
+    /// Records a batch in one transaction: creates missing chats, inserts each message once
+    /// (the same WhatsApp id in the same chat twice is one row), moves each chat's activity
+    /// forward, counts new incoming messages as unread, notes the people seen (the DM partner,
+    /// a group's author) with their push names and LID↔phone pairs, and writes an event per new
+    /// message. Returns one outcome per input, or nothing when the session does not exist.
+    pub async fn record_messages(
+        &self,
+        session: &str,
+        msgs: &[NewMessage],
+        opts: RecordOptions,
+    ) -> anyhow::Result<Vec<Recorded>> {
+        if msgs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _w = self.write_gate().await;
+        Ok(on_db!(self, ingest::messages(session, msgs, opts))?)
+    }
+
+    /// Applies a receipt: the messages' status moves forward. Returns how many changed.
+    pub async fn record_receipt(&self, session: &str, r: &Receipt) -> anyhow::Result<u64> {
+        if r.ids.is_empty() {
+            return Ok(0);
+        }
+        let _w = self.write_gate().await;
+        Ok(on_db!(self, ingest::receipt(session, r))?)
+    }
+
+    /// [`Store::record_receipt`] in the shape of the old call.
+    pub async fn update_message_status(
+        &self,
+        session: &str,
+        chat: &Jid,
+        ids: &[String],
+        status: MessageStatus,
+        error: Option<&str>,
+    ) -> anyhow::Result<u64> {
+        self.record_receipt(
+            session,
+            &Receipt {
+                chat: chat.clone(),
+                ids: ids.to_vec(),
+                status,
+                error: error.map(str::to_owned),
+            },
+        )
+        .await
+    }
+
+    /// Applies what WhatsApp says about a chat (creating it when new, removing it when the
+    /// phone deleted it). Returns the chat as stored, `None` after a delete.
+    pub async fn record_chat(
+        &self,
+        session: &str,
+        c: &ChatSettings,
+    ) -> anyhow::Result<Option<ChatRecord>> {
+        let _w = self.write_gate().await;
+        Ok(on_db!(self, ingest::chat(session, c))?)
+    }
+
+    /// Records names of people (push, business, address book).
+    pub async fn record_names(&self, session: &str, names: &[PersonNames]) -> anyhow::Result<()> {
+        for n in names {
+            anyhow::ensure!(n.jid.is_person(), "{} is not a person's address", n.jid);
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        let _w = self.write_gate().await;
+        Ok(on_db!(self, ingest::names(session, names))?)
+    }
+
+    /// Records a person's push name (the name they set for themselves).
+    pub async fn record_push_name(
+        &self,
+        session: &str,
+        jid: &Jid,
+        name: &str,
+    ) -> anyhow::Result<()> {
+        self.record_names(session, &[PersonNames::push(jid.clone(), name)])
+            .await
+    }
+
+    /// Records a business account's verified name.
+    pub async fn record_business_name(
+        &self,
+        session: &str,
+        jid: &Jid,
+        name: &str,
+    ) -> anyhow::Result<()> {
+        let mut n = PersonNames::push(jid.clone(), "");
+        n.push_name = None;
+        n.business_name = Some(name.to_owned());
+        self.record_names(session, &[n]).await
+    }
+
+    /// Records the name this session's phone has saved for a person (its address book).
+    pub async fn record_saved_name(
+        &self,
+        session: &str,
+        jid: &Jid,
+        name: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let mut n = PersonNames::push(jid.clone(), "");
+        n.push_name = None;
+        n.saved_name = Some(name.map(str::to_owned));
+        self.record_names(session, &[n]).await
+    }
+
+    /// Records that `lid` and `pn` (a phone JID) are one person in this session; see
+    /// [`Store::link_lid_pns`].
+    pub async fn link_lid_pn(&self, session: &str, lid: &Jid, pn: &Jid) -> anyhow::Result<()> {
+        self.link_lid_pns(session, &[(lid.clone(), pn.clone())])
+            .await
+    }
+
+    /// Records LID↔phone pairs in one transaction: each person becomes one contact, and their
+    /// direct chats one chat under the phone JID with the LID as alias.
+    pub async fn link_lid_pns(&self, session: &str, pairs: &[(Jid, Jid)]) -> anyhow::Result<()> {
+        check_pairs(pairs)?;
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let _w = self.write_gate().await;
+        Ok(on_db!(self, ingest::pairs(session, pairs))?)
+    }
+
+    /// Records a group's metadata and, when listed, its complete membership.
+    pub async fn record_group(&self, session: &str, g: &GroupInfo) -> anyhow::Result<()> {
+        anyhow::ensure!(g.jid.is_group(), "{} is not a group JID", g.jid);
+        let _w = self.write_gate().await;
+        Ok(on_db!(self, ingest::group(session, g))?)
+    }
+
+    /// Applies a membership change of a group.
+    pub async fn record_participants(
+        &self,
+        session: &str,
+        group: &Jid,
+        change: ParticipantChange,
+        members: &[GroupMember],
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(group.is_group(), "{group} is not a group JID");
+        let _w = self.write_gate().await;
+        Ok(on_db!(
+            self,
+            ingest::participants(session, group, change, members)
+        )?)
+    }
+
+    /// Stores one history-sync batch: pairs, names, chats with their state, and messages (which
+    /// neither count as unread nor raise `message` events; one `history.sync` event sums the
+    /// batch up).
+    pub async fn record_history(
+        &self,
+        session: &str,
+        batch: &HistoryBatch,
+    ) -> anyhow::Result<HistoryCounts> {
+        check_pairs(&batch.pairs)?;
+        let _w = self.write_gate().await;
+        Ok(on_db!(self, ingest::history(session, batch))?)
+    }
+}

@@ -1,0 +1,307 @@
+//! Chats: the stored copy of a session's conversations, and the SQL behind the chat endpoints.
+
+use super::{Conn, Pool};
+use crate::domain::{now_ms, Cursor, Jid};
+use crate::store::outbox::Touched;
+use crate::store::records::{ChatPatch, ChatRecord};
+
+pub const CHAT_COLS: &str =
+    "id, session_id, jid, type, name, archived, pinned, muted_until, unread_count, last_message_at, aliases";
+
+const CHAT_FIELDS: [&str; 11] = [
+    "id",
+    "session_id",
+    "jid",
+    "type",
+    "name",
+    "archived",
+    "pinned",
+    "muted_until",
+    "unread_count",
+    "last_message_at",
+    "aliases",
+];
+
+/// The chat a JID names in a session: its own JID or one of its aliases.
+pub async fn find_id(conn: &mut Conn, s: &str, jid: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "SELECT id FROM chats WHERE session_id = $1 AND jid = $2
+         UNION ALL SELECT chat_id FROM chat_aliases WHERE session_id = $1 AND jid = $2 LIMIT 1",
+    )
+    .bind(s)
+    .bind(jid)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn by_id(conn: &mut Conn, id: i64) -> sqlx::Result<Option<ChatRecord>> {
+    sqlx::query_as::<_, ChatRecord>(&format!("SELECT {CHAT_COLS} FROM chats WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The chat for `jid` (with the person's other address `alt`, when WhatsApp gave it), created
+/// empty when new. A person's direct chat is found through their contact, whichever address
+/// the message used.
+pub async fn ensure(
+    conn: &mut Conn,
+    s: &str,
+    jid: &Jid,
+    alt: Option<&Jid>,
+    t: &mut Touched,
+) -> sqlx::Result<(i64, Option<i64>)> {
+    if jid.is_person() {
+        let contact = super::people::person_with_alt(conn, s, jid, alt, t).await?;
+        let existing: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM chats WHERE contact_id = $1")
+                .bind(contact)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some(id) = existing {
+            return Ok((id, Some(contact)));
+        }
+        let r = super::people::by_id(&mut *conn, contact).await?;
+        let target = match &r.phone {
+            Some(p) => Jid::phone(p).to_string(),
+            None => r.lid.clone().unwrap_or_else(|| jid.to_string()),
+        };
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO chats (session_id, jid, type, contact_id, created_at, updated_at) VALUES ($1, $2, 'dm', $3, $4, $4)
+             ON CONFLICT (session_id, jid) DO NOTHING",
+        )
+        .bind(s)
+        .bind(&target)
+        .bind(contact)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        // Attaches the new chat (or a chat left under one of the addresses) and sets aliases.
+        super::people::fix_dm(conn, s, contact, t).await?;
+        let id: i64 = sqlx::query_scalar("SELECT id FROM chats WHERE contact_id = $1")
+            .bind(contact)
+            .fetch_one(&mut *conn)
+            .await?;
+        t.chats.insert(id);
+        return Ok((id, Some(contact)));
+    }
+    let key = jid.to_string();
+    if let Some(id) = find_id(&mut *conn, s, &key).await? {
+        return Ok((id, None));
+    }
+    let now = now_ms();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO chats (session_id, jid, type, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+         ON CONFLICT (session_id, jid) DO UPDATE SET updated_at = chats.updated_at RETURNING id",
+    )
+    .bind(s)
+    .bind(&key)
+    .bind(jid.chat_kind().as_str())
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    t.chats.insert(id);
+    Ok((id, None))
+}
+
+/// Folds the chat `from` into `into`: messages (dropping ones `into` already has), unread
+/// counters (a message both held counts once), latest activity, flags.
+pub async fn merge_chat(conn: &mut Conn, into: i64, from: i64) -> sqlx::Result<()> {
+    let dup_incoming: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages WHERE chat_id = $2 AND from_me = $3
+           AND wa_message_id IN (SELECT wa_message_id FROM messages WHERE chat_id = $1)",
+    )
+    .bind(into)
+    .bind(from)
+    .bind(false)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "DELETE FROM messages WHERE chat_id = $2 AND wa_message_id IN (SELECT wa_message_id FROM messages WHERE chat_id = $1)",
+    )
+    .bind(into)
+    .bind(from)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE messages SET chat_id = $1 WHERE chat_id = $2")
+        .bind(into)
+        .bind(from)
+        .execute(&mut *conn)
+        .await?;
+    let Some(f) = by_id(&mut *conn, from).await? else {
+        return Ok(());
+    };
+    sqlx::query("DELETE FROM chat_aliases WHERE chat_id = $1")
+        .bind(from)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM chats WHERE id = $1")
+        .bind(from)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE chats SET name = COALESCE(name, $2), archived = (archived OR $3), pinned = (pinned OR $4),
+            muted_until = COALESCE(muted_until, $5), unread_count = unread_count + $6,
+            last_message_at = CASE WHEN $7 > last_message_at THEN $7 ELSE last_message_at END, updated_at = $8
+         WHERE id = $1",
+    )
+    .bind(into)
+    .bind(f.name)
+    .bind(f.archived)
+    .bind(f.pinned)
+    .bind(f.muted_until)
+    .bind((f.unread_count - dup_incoming).max(0))
+    .bind(f.last_message_at)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// What WhatsApp says about a chat (history sync, the phone's app-state changes); `None`
+/// fields stay as they are.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_settings(
+    conn: &mut Conn,
+    id: i64,
+    name: Option<&str>,
+    archived: Option<bool>,
+    pinned: Option<bool>,
+    muted_until: Option<Option<i64>>,
+    unread_count: Option<i64>,
+    last_message_at: Option<i64>,
+) -> sqlx::Result<Option<ChatRecord>> {
+    sqlx::query_as::<_, ChatRecord>(&format!(
+        "UPDATE chats SET
+            name = COALESCE($2, name),
+            archived = COALESCE($3, archived),
+            pinned = COALESCE($4, pinned),
+            muted_until = CASE WHEN $5 THEN $6 ELSE muted_until END,
+            unread_count = COALESCE($7, unread_count),
+            last_message_at = CASE WHEN $8 IS NOT NULL AND $8 > last_message_at THEN $8 ELSE last_message_at END,
+            updated_at = $9
+         WHERE id = $1 RETURNING {CHAT_COLS}"
+    ))
+    .bind(id)
+    .bind(name)
+    .bind(archived)
+    .bind(pinned)
+    .bind(muted_until.is_some())
+    .bind(muted_until.flatten())
+    .bind(unread_count)
+    .bind(last_message_at)
+    .bind(now_ms())
+    .fetch_optional(conn)
+    .await
+}
+
+/// An API patch, as one statement whose result is the answer.
+pub async fn patch(
+    conn: &mut Conn,
+    s: &str,
+    jid: &Jid,
+    p: &ChatPatch,
+) -> sqlx::Result<Option<ChatRecord>> {
+    let Some(id) = find_id(&mut *conn, s, &jid.to_string()).await? else {
+        return Ok(None);
+    };
+    sqlx::query_as::<_, ChatRecord>(&format!(
+        "UPDATE chats SET archived = COALESCE($2, archived), pinned = COALESCE($3, pinned),
+            muted_until = CASE WHEN $4 THEN $5 ELSE muted_until END, updated_at = $6
+         WHERE id = $1 RETURNING {CHAT_COLS}"
+    ))
+    .bind(id)
+    .bind(p.archived)
+    .bind(p.pinned)
+    .bind(p.muted_until.is_some())
+    .bind(p.muted_until.flatten())
+    .bind(now_ms())
+    .fetch_optional(conn)
+    .await
+}
+
+/// Sets the unread counter to zero; returns the chat and whether it changed.
+pub async fn mark_read(
+    conn: &mut Conn,
+    s: &str,
+    jid: &Jid,
+) -> sqlx::Result<Option<(ChatRecord, bool)>> {
+    let Some(id) = find_id(&mut *conn, s, &jid.to_string()).await? else {
+        return Ok(None);
+    };
+    let changed = sqlx::query_as::<_, ChatRecord>(&format!(
+        "UPDATE chats SET unread_count = 0, updated_at = $2 WHERE id = $1 AND unread_count <> 0 RETURNING {CHAT_COLS}"
+    ))
+    .bind(id)
+    .bind(now_ms())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match changed {
+        Some(c) => Some((c, true)),
+        None => by_id(conn, id).await?.map(|c| (c, false)),
+    })
+}
+
+/// Removes a chat and its messages; its contact no longer has a direct chat. Returns the chat.
+pub async fn delete(conn: &mut Conn, s: &str, jid: &Jid) -> sqlx::Result<Option<ChatRecord>> {
+    let Some(id) = find_id(&mut *conn, s, &jid.to_string()).await? else {
+        return Ok(None);
+    };
+    let chat = by_id(&mut *conn, id).await?;
+    sqlx::query(
+        "UPDATE contacts SET in_dm = $2 WHERE id IN (SELECT contact_id FROM chats WHERE id = $1)",
+    )
+    .bind(id)
+    .bind(false)
+    .execute(&mut *conn)
+    .await?;
+    for sql in [
+        "DELETE FROM messages WHERE chat_id = $1",
+        "DELETE FROM chat_aliases WHERE chat_id = $1",
+        "DELETE FROM chats WHERE id = $1",
+    ] {
+        sqlx::query(sql).bind(id).execute(&mut *conn).await?;
+    }
+    Ok(chat)
+}
+
+pub async fn get(pool: &Pool, s: &str, jid: &Jid) -> sqlx::Result<Option<ChatRecord>> {
+    sqlx::query_as::<_, ChatRecord>(&format!(
+        "SELECT {CHAT_COLS} FROM chats WHERE session_id = $1 AND jid = $2
+         UNION ALL
+         SELECT c.id, c.session_id, c.jid, c.type, c.name, c.archived, c.pinned, c.muted_until, c.unread_count,
+                c.last_message_at, c.aliases
+         FROM chat_aliases a JOIN chats c ON c.id = a.chat_id WHERE a.session_id = $1 AND a.jid = $2
+         LIMIT 1"
+    ))
+    .bind(s)
+    .bind(jid.to_string())
+    .fetch_optional(pool)
+    .await
+}
+
+/// A page of chats in display order: pinned first, then latest activity, then id.
+pub async fn list(
+    pool: &Pool,
+    s: &str,
+    cursor: Option<&Cursor>,
+    n: i64,
+) -> sqlx::Result<Vec<ChatRecord>> {
+    // Without a cursor, start above every row.
+    let (pinned, lma, id) = match cursor {
+        Some(c) => (c.keys[0] != 0, c.keys[1], c.keys[2]),
+        None => (true, i64::MAX, i64::MAX),
+    };
+    let rows: Vec<ChatRecord> = super::fetch_page!(
+        pool,
+        format!(
+            "SELECT {CHAT_COLS} FROM chats WHERE session_id = $1 AND (pinned, last_message_at, id) < ($2, $3, $4)
+             ORDER BY pinned DESC, last_message_at DESC, id DESC LIMIT $5"
+        ),
+        &CHAT_FIELDS,
+        "page.pinned DESC, page.last_message_at DESC, page.id DESC",
+        |q| q.bind(s).bind(pinned).bind(lma).bind(id).bind(n + 1)
+    );
+    Ok(rows)
+}

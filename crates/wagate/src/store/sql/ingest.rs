@@ -1,0 +1,401 @@
+//! The transactions of the ingest service (see `store::ingest` for the contract): each opens a
+//! transaction, takes the session's lock, applies the change, writes one event per visible
+//! change and commits; transient conflicts run it again.
+
+use std::collections::BTreeSet;
+
+use super::{Conn, Pool, Tx};
+use crate::domain::Jid;
+use crate::http::models::{Chat, Contact};
+use crate::store::ingest::{
+    ChatSettings, GroupInfo, GroupMember, HistoryBatch, HistoryCounts, NewMessage,
+    ParticipantChange, PersonNames, Receipt, RecordOptions, Recorded,
+};
+use crate::store::outbox::{kind, Outbox, Touched};
+use crate::store::records::{ChatPatch, ChatRecord};
+use crate::store::retrying;
+
+/// Opens the transaction of a change to `session`'s stored copy: `None` when the session no
+/// longer exists (its data went with it, so there is nothing to store).
+async fn open(pool: &Pool, session: &str) -> sqlx::Result<Option<(Tx, Outbox)>> {
+    let mut tx = super::begin(pool).await?;
+    super::lock_session(&mut tx, session).await?;
+    match super::sessions::org_of(&mut tx, session).await? {
+        Some(org) => Ok(Some((tx, Outbox::new(org)))),
+        None => {
+            tracing::debug!(
+                session,
+                "ingest for a session that no longer exists: dropped"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Writes a `chat.update` / `contact.update` event for each chat and contact the transaction
+/// changed, then the drafted events, then commits.
+async fn close(mut tx: Tx, s: &str, t: Touched, mut out: Outbox) -> sqlx::Result<()> {
+    for id in &t.chats {
+        if let Some(c) = super::chats::by_id(&mut tx, *id).await? {
+            out.push(Some(s), kind::CHAT_UPDATE, &Chat::from(c));
+        }
+    }
+    for id in &t.contacts {
+        if let Some(c) = super::people::record(&mut tx, *id).await? {
+            out.push(Some(s), kind::CONTACT_UPDATE, &Contact::from(c));
+        }
+    }
+    super::events::flush(&mut tx, &out).await?;
+    tx.commit().await
+}
+
+pub async fn messages(
+    pool: &Pool,
+    s: &str,
+    msgs: &[NewMessage],
+    opts: RecordOptions,
+) -> sqlx::Result<Vec<Recorded>> {
+    retrying!(
+        async {
+            let Some((mut tx, mut out)) = open(pool, s).await? else {
+                return Ok(Vec::new());
+            };
+            let mut t = Touched::default();
+            let r = super::messages::record(&mut tx, s, msgs, opts, &mut t, &mut out).await?;
+            close(tx, s, t, out).await?;
+            Ok(r)
+        }
+        .await
+    )
+}
+
+pub async fn receipt(pool: &Pool, s: &str, r: &Receipt) -> sqlx::Result<u64> {
+    retrying!(
+        async {
+            let Some((mut tx, mut out)) = open(pool, s).await? else {
+                return Ok(0);
+            };
+            let Some(chat_id) = super::chats::find_id(&mut tx, s, &r.chat.to_string()).await?
+            else {
+                return Ok(0);
+            };
+            let jid: String = sqlx::query_scalar("SELECT jid FROM chats WHERE id = $1")
+                .bind(chat_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let n = super::messages::set_status(
+                &mut tx,
+                chat_id,
+                &jid,
+                &r.ids,
+                r.status,
+                r.error.as_deref(),
+                &mut out,
+            )
+            .await?;
+            close(tx, s, Touched::default(), out).await?;
+            Ok(n)
+        }
+        .await
+    )
+}
+
+async fn apply_chat(
+    conn: &mut Conn,
+    s: &str,
+    c: &ChatSettings,
+    t: &mut Touched,
+    out: &mut Outbox,
+) -> sqlx::Result<Option<ChatRecord>> {
+    if c.deleted {
+        if let Some(gone) = super::chats::delete(&mut *conn, s, &c.chat).await? {
+            t.chats.remove(&gone.id);
+            out.push(Some(s), kind::CHAT_DELETED, &Chat::from(gone));
+        }
+        return Ok(None);
+    }
+    let (id, _) = super::chats::ensure(&mut *conn, s, &c.chat, c.chat_alt.as_ref(), t).await?;
+    let row = super::chats::apply_settings(
+        conn,
+        id,
+        c.name.as_deref(),
+        c.archived,
+        c.pinned,
+        c.muted_until,
+        c.unread_count,
+        c.last_message_at,
+    )
+    .await?;
+    t.chats.insert(id);
+    Ok(row)
+}
+
+pub async fn chat(pool: &Pool, s: &str, c: &ChatSettings) -> sqlx::Result<Option<ChatRecord>> {
+    retrying!(
+        async {
+            let Some((mut tx, mut out)) = open(pool, s).await? else {
+                return Ok(None);
+            };
+            let mut t = Touched::default();
+            let row = apply_chat(&mut tx, s, c, &mut t, &mut out).await?;
+            close(tx, s, t, out).await?;
+            Ok(row)
+        }
+        .await
+    )
+}
+
+async fn apply_names(
+    conn: &mut Conn,
+    s: &str,
+    names: &[PersonNames],
+    t: &mut Touched,
+) -> sqlx::Result<()> {
+    for n in names {
+        let id = super::people::person_with_alt(&mut *conn, s, &n.jid, n.alt.as_ref(), t).await?;
+        super::people::set_names(
+            &mut *conn,
+            id,
+            n.push_name.as_deref(),
+            n.business_name.as_deref(),
+            n.saved_name.as_ref().map(|x| x.as_deref()),
+            t,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn names(pool: &Pool, s: &str, names: &[PersonNames]) -> sqlx::Result<()> {
+    retrying!(
+        async {
+            let Some((mut tx, out)) = open(pool, s).await? else {
+                return Ok(());
+            };
+            let mut t = Touched::default();
+            apply_names(&mut tx, s, names, &mut t).await?;
+            close(tx, s, t, out).await
+        }
+        .await
+    )
+}
+
+pub async fn pairs(pool: &Pool, s: &str, pairs: &[(Jid, Jid)]) -> sqlx::Result<()> {
+    retrying!(
+        async {
+            let Some((mut tx, out)) = open(pool, s).await? else {
+                return Ok(());
+            };
+            let mut t = Touched::default();
+            for (lid, pn) in pairs {
+                super::people::link(&mut tx, s, lid, pn, &mut t).await?;
+            }
+            close(tx, s, t, out).await
+        }
+        .await
+    )
+}
+
+async fn member_contact(
+    conn: &mut Conn,
+    s: &str,
+    m: &GroupMember,
+    t: &mut Touched,
+) -> sqlx::Result<i64> {
+    let id = super::people::person_with_alt(&mut *conn, s, &m.jid, m.alt.as_ref(), t).await?;
+    super::people::mark_in_group(conn, id, t).await?;
+    Ok(id)
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupEvent<'a> {
+    jid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    members: Option<usize>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ParticipantEvent {
+    group: String,
+    action: ParticipantChange,
+    participants: Vec<String>,
+}
+
+pub async fn group(pool: &Pool, s: &str, g: &GroupInfo) -> sqlx::Result<()> {
+    retrying!(
+        async {
+            let Some((mut tx, mut out)) = open(pool, s).await? else {
+                return Ok(());
+            };
+            let mut t = Touched::default();
+            let gid = super::people::ensure_group(&mut tx, s, &g.jid, g.subject.as_deref()).await?;
+            if let Some(members) = &g.members {
+                let mut kept = BTreeSet::new();
+                for m in members {
+                    let id = member_contact(&mut tx, s, m, &mut t).await?;
+                    super::people::add_member(&mut tx, gid, id, &m.role).await?;
+                    kept.insert(id);
+                }
+                for id in super::people::members(&mut tx, gid).await? {
+                    if !kept.contains(&id) {
+                        super::people::remove_member(&mut tx, gid, id).await?;
+                    }
+                }
+            }
+            out.push(
+                Some(s),
+                kind::GROUP_UPDATE,
+                &GroupEvent {
+                    jid: g.jid.to_string(),
+                    subject: g.subject.as_deref(),
+                    members: g.members.as_ref().map(Vec::len),
+                },
+            );
+            close(tx, s, t, out).await
+        }
+        .await
+    )
+}
+
+pub async fn participants(
+    pool: &Pool,
+    s: &str,
+    group: &Jid,
+    change: ParticipantChange,
+    members: &[GroupMember],
+) -> sqlx::Result<()> {
+    retrying!(
+        async {
+            let Some((mut tx, mut out)) = open(pool, s).await? else {
+                return Ok(());
+            };
+            let mut t = Touched::default();
+            let gid = super::people::ensure_group(&mut tx, s, group, None).await?;
+            for m in members {
+                let id = member_contact(&mut tx, s, m, &mut t).await?;
+                match change {
+                    ParticipantChange::Remove => {
+                        super::people::remove_member(&mut tx, gid, id).await?
+                    }
+                    ParticipantChange::Add => {
+                        super::people::add_member(&mut tx, gid, id, &m.role).await?
+                    }
+                    ParticipantChange::Promote => {
+                        super::people::add_member(&mut tx, gid, id, "admin").await?
+                    }
+                    ParticipantChange::Demote => {
+                        super::people::add_member(&mut tx, gid, id, "member").await?
+                    }
+                }
+            }
+            out.push(
+                Some(s),
+                kind::GROUP_PARTICIPANT,
+                &ParticipantEvent {
+                    group: group.to_string(),
+                    action: change,
+                    participants: members.iter().map(|m| m.jid.to_string()).collect(),
+                },
+            );
+            close(tx, s, t, out).await
+        }
+        .await
+    )
+}
+
+pub async fn history(pool: &Pool, s: &str, b: &HistoryBatch) -> sqlx::Result<HistoryCounts> {
+    retrying!(
+        async {
+            let Some((mut tx, mut out)) = open(pool, s).await? else {
+                return Ok(HistoryCounts::default());
+            };
+            let mut t = Touched::default();
+            for (lid, pn) in &b.pairs {
+                super::people::link(&mut tx, s, lid, pn, &mut t).await?;
+            }
+            apply_names(&mut tx, s, &b.names, &mut t).await?;
+            for c in &b.chats {
+                apply_chat(&mut tx, s, c, &mut t, &mut out).await?;
+            }
+            let opts = RecordOptions {
+                count_unread: false,
+                emit_events: false,
+            };
+            let recorded =
+                super::messages::record(&mut tx, s, &b.messages, opts, &mut t, &mut out).await?;
+            let counts = HistoryCounts {
+                chats: b.chats.len(),
+                messages: recorded.len(),
+                new_messages: recorded.iter().filter(|r| r.inserted).count(),
+                contacts: t.contacts.len(),
+            };
+            out.push(Some(s), kind::HISTORY_SYNC, &counts);
+            close(tx, s, t, out).await?;
+            Ok(counts)
+        }
+        .await
+    )
+}
+
+// Changes made through the API: the same transaction shape, the same events.
+
+pub async fn api_patch_chat(
+    pool: &Pool,
+    s: &str,
+    jid: &Jid,
+    p: &ChatPatch,
+) -> sqlx::Result<Option<ChatRecord>> {
+    retrying!(
+        async {
+            let Some((mut tx, mut out)) = open(pool, s).await? else {
+                return Ok(None);
+            };
+            let row = super::chats::patch(&mut tx, s, jid, p).await?;
+            if let Some(c) = &row {
+                out.push(Some(s), kind::CHAT_UPDATE, &Chat::from(c.clone()));
+            }
+            close(tx, s, Touched::default(), out).await?;
+            Ok(row)
+        }
+        .await
+    )
+}
+
+pub async fn api_mark_read(pool: &Pool, s: &str, jid: &Jid) -> sqlx::Result<Option<ChatRecord>> {
+    retrying!(
+        async {
+            let Some((mut tx, mut out)) = open(pool, s).await? else {
+                return Ok(None);
+            };
+            let row = super::chats::mark_read(&mut tx, s, jid).await?;
+            if let Some((c, true)) = &row {
+                out.push(Some(s), kind::CHAT_UPDATE, &Chat::from(c.clone()));
+            }
+            close(tx, s, Touched::default(), out).await?;
+            Ok(row.map(|(c, _)| c))
+        }
+        .await
+    )
+}
+
+pub async fn api_delete_chat(pool: &Pool, s: &str, jid: &Jid) -> sqlx::Result<bool> {
+    retrying!(
+        async {
+            let Some((mut tx, mut out)) = open(pool, s).await? else {
+                return Ok(false);
+            };
+            let gone = super::chats::delete(&mut tx, s, jid).await?;
+            let found = gone.is_some();
+            if let Some(c) = gone {
+                out.push(Some(s), kind::CHAT_DELETED, &Chat::from(c));
+            }
+            close(tx, s, Touched::default(), out).await?;
+            Ok(found)
+        }
+        .await
+    )
+}
