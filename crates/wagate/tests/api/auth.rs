@@ -116,10 +116,15 @@ dual!(async fn a_rotated_key_is_picked_up_by_one_refresh(backend) {
     let app = TestApp::builder().jwt(jwks.config(Duration::from_secs(0))).build(backend).await;
     let ed = mint(KeyKind::Ed, &claims("org-a", "owner"), None);
     app.call(Method::GET, "/api/v1/sessions", Some(&ed), None).await.expect(200);
+    assert_eq!(jwks.fetch_count(), 1);
     let ec = mint(KeyKind::Ec, &claims("org-a", "owner"), None);
     app.call(Method::GET, "/api/v1/sessions", Some(&ec), None).await.expect_error(401, "unauthorized");
+    assert_eq!(jwks.fetch_count(), 2, "an unknown kid refreshes once");
     jwks.keys.lock().unwrap().push(crate::support::jwks::public_jwk(KeyKind::Ec));
     app.call(Method::GET, "/api/v1/sessions", Some(&ec), None).await.expect(200);
+    assert_eq!(jwks.fetch_count(), 3, "the rotated key arrives with exactly one more fetch");
+    app.call(Method::GET, "/api/v1/sessions", Some(&ec), None).await.expect(200);
+    assert_eq!(jwks.fetch_count(), 3, "and is cached from then on");
     // A set with one key verifies tokens that name no kid.
     let no_kid = mint(KeyKind::Ed, &claims("org-a", "owner"), Some(""));
     jwks.keys.lock().unwrap().retain(|k| k["kid"] == "ed-1");

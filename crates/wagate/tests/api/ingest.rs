@@ -76,15 +76,22 @@ dual!(async fn concurrent_ingest_and_patches_lose_nothing(backend) {
             }
         }));
     }
+    // Each patch flips both flags and moves the mute; the answer of each must be exactly what
+    // it wrote, and the end state exactly the last patch. An ingest that wrote back a stale
+    // chat row, or a patch answered from a re-read, would show here.
     let uri = format!("/api/v1/sessions/{sid}/chats/100@s.whatsapp.net");
-    for i in 0..10 {
-        let body = if i % 2 == 0 { serde_json::json!({"pinned": true}) } else { serde_json::json!({"archived": true}) };
-        app.patch(&uri, body).await.expect(200);
+    let far = 4_000_000_000_000_i64;
+    for i in 0..12_i64 {
+        let want = (i % 2 == 0, i % 2 == 1, far + i);
+        let r = app.patch(&uri, serde_json::json!({"pinned": want.0, "archived": want.1, "mutedUntil": want.2})).await;
+        r.expect(200);
+        let v = r.json();
+        assert_eq!((v["pinned"].as_bool(), v["archived"].as_bool(), v["mutedUntil"].as_i64()), (Some(want.0), Some(want.1), Some(want.2)));
     }
     for t in tasks {
         t.await.unwrap();
     }
     let c = app.get(&uri).await.json();
-    assert_eq!(c["unreadCount"], 101);
-    assert_eq!((c["pinned"].clone(), c["archived"].clone()), (serde_json::json!(true), serde_json::json!(true)));
+    assert_eq!(c["unreadCount"], 101, "every incoming message counted once");
+    assert_eq!((c["pinned"].clone(), c["archived"].clone(), c["mutedUntil"].clone()), (serde_json::json!(false), serde_json::json!(true), serde_json::json!(far + 11)));
 });

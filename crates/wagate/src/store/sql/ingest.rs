@@ -35,16 +35,19 @@ async fn open(pool: &Pool, session: &str) -> sqlx::Result<Option<(Tx, Outbox)>> 
 /// Writes a `chat.update` / `contact.update` event for each chat and contact the transaction
 /// changed, then the drafted events, then commits.
 async fn close(mut tx: Tx, s: &str, t: Touched, mut out: Outbox) -> sqlx::Result<()> {
+    // Chats and contacts come before the messages that mention them.
+    let mut first = Outbox::new(out.org.clone());
     for id in &t.chats {
         if let Some(c) = super::chats::by_id(&mut tx, *id).await? {
-            out.push(Some(s), kind::CHAT_UPDATE, &Chat::from(c));
+            first.push(Some(s), kind::CHAT_UPDATE, &Chat::from(c));
         }
     }
     for id in &t.contacts {
         if let Some(c) = super::people::record(&mut tx, *id).await? {
-            out.push(Some(s), kind::CONTACT_UPDATE, &Contact::from(c));
+            first.push(Some(s), kind::CONTACT_UPDATE, &Contact::from(c));
         }
     }
+    out.drafts.splice(0..0, first.drafts);
     super::events::flush(&mut tx, &out).await?;
     tx.commit().await
 }
@@ -233,6 +236,22 @@ pub async fn group(pool: &Pool, s: &str, g: &GroupInfo) -> sqlx::Result<()> {
             };
             let mut t = Touched::default();
             let gid = super::people::ensure_group(&mut tx, s, &g.jid, g.subject.as_deref()).await?;
+            // The session is in the group: it is one of its chats, named by the subject.
+            let (chat, _) = super::chats::ensure(&mut tx, s, &g.jid, None, &mut t).await?;
+            if g.subject.is_some() {
+                super::chats::apply_settings(
+                    &mut tx,
+                    chat,
+                    g.subject.as_deref(),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+                .await?;
+                t.chats.insert(chat);
+            }
             if let Some(members) = &g.members {
                 let mut kept = BTreeSet::new();
                 for m in members {
@@ -275,6 +294,7 @@ pub async fn participants(
             };
             let mut t = Touched::default();
             let gid = super::people::ensure_group(&mut tx, s, group, None).await?;
+            super::chats::ensure(&mut tx, s, group, None, &mut t).await?;
             for m in members {
                 let id = member_contact(&mut tx, s, m, &mut t).await?;
                 match change {

@@ -402,3 +402,37 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+impl TestApp {
+    /// Creates a session owned by `org` through the API (with a key of that org); returns its id.
+    pub async fn session_of(&self, org: &str) -> String {
+        let key = self.key(org, "manage").await;
+        let r = self
+            .call(
+                Method::POST,
+                "/api/v1/sessions",
+                Some(&key),
+                Some(serde_json::json!({"label": org})),
+            )
+            .await;
+        r.expect(201);
+        r.json()["id"].as_str().unwrap().to_owned()
+    }
+
+    /// How many rows of `table` belong to `session` (a direct look at the database).
+    pub async fn rows_of(&self, table: &str, session: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE session_id = $1");
+        match self.store.db() {
+            wagate::store::Db::Sqlite(p) => sqlx::query_scalar(&sql)
+                .bind(session)
+                .fetch_one(p)
+                .await
+                .unwrap(),
+            wagate::store::Db::Postgres(p) => sqlx::query_scalar(&sql)
+                .bind(session)
+                .fetch_one(p)
+                .await
+                .unwrap(),
+        }
+    }
+}
