@@ -5,7 +5,7 @@
 #
 # For each backend: fills one session with MESSAGES messages over CHATS chats and CONTACTS
 # contacts through the store's ingest operations (examples/bench_seed.rs), starts the release
-# server, and loads four list endpoints with wrk (CONNECTIONS connections, DURATION seconds
+# server, and loads four list endpoints and the event feed with wrk (CONNECTIONS connections, DURATION seconds
 # each). Results go to bench/out/results.md. Environment knobs and their defaults:
 #   MESSAGES=1000000 CHATS=10000 CONTACTS=100000 CONNECTIONS=32 DURATION=15 THREADS=2
 #   BENCH_PG_ADMIN=postgres://postgres@127.0.0.1:5432/postgres
@@ -50,6 +50,8 @@ run_backend() {
   echo "== $backend: seeding $MESSAGES messages, $CHATS chats, $CONTACTS contacts"
   "$SEED" "$url" "$dir/seed.json" "$MESSAGES" "$CHATS" "$CONTACTS" >/dev/null
   read -r SID KEY BIG DEEP WORD RATE < <(python3 -c "import json;d=json.load(open('$dir/seed.json'));print(d['sessionId'],d['key'],d['bigChat'],d['deepCursor'],d['searchWord'],round(d['messagesPerSecond']))")
+  # The feed is read from the middle of the seeded events.
+  EVENTS_AFTER=$((MESSAGES / 2))
   echo "   ingest: $RATE messages/s"
 
   WAGATE_DATABASE_URL="$url" WAGATE_DATA_DIR="$dir" WAGATE_LISTEN="127.0.0.1:$PORT" WAGATE_LOG=warn "$BIN" serve >"$dir/server.log" 2>&1 &
@@ -64,8 +66,9 @@ run_backend() {
     [messages_first]="$base/chats/$BIG/messages"
     [messages_deep]="$base/chats/$BIG/messages?cursor=$DEEP"
     [contacts_q]="$base/contacts?q=$WORD"
+    [events]="http://127.0.0.1:$PORT/api/v1/events?after=$EVENTS_AFTER&limit=100"
   )
-  for name in chats messages_first messages_deep contacts_q; do
+  for name in chats messages_first messages_deep contacts_q events; do
     # One request first, to check the answer is a success with data.
     curl -sf -H "Authorization: Bearer $KEY" "${urls[$name]}" | python3 -c "import json,sys; d=json.load(sys.stdin); assert d['data'], 'empty page'"
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" "${urls[$name]}" >"$dir/wrk-$name.txt"
@@ -80,7 +83,7 @@ def ms(v):
     n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups()
     return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[u]
 rows = []
-for name in ["chats", "messages_first", "messages_deep", "contacts_q"]:
+for name in ["chats", "messages_first", "messages_deep", "contacts_q", "events"]:
     t = open(f"{d}/wrk-{name}.txt").read()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
     p50 = ms(re.search(r"\s50%\s+(\S+)", t).group(1))
@@ -95,6 +98,8 @@ print("| endpoint | requests/s | p50 ms | p99 ms | non-2xx | socket errors |")
 print("|---|---:|---:|---:|---:|---|")
 for r in rows:
     print(f"| {r[0]} | {r[1]:,.0f} | {r[2]:.2f} | {r[3]:.2f} | {r[4]} | {r[5]} |")
+ev = [r for r in rows if r[0] == "events"][0]
+print(f"\n- event feed: {ev[1] * 100:,.0f} events/s read (pages of 100)")
 PY
 }
 

@@ -14,4 +14,5 @@ mod ingest;
 mod messages;
 mod openapi;
 mod privacy;
+mod review;
 mod sessions;
