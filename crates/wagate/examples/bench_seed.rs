@@ -168,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
                         RecordOptions {
                             count_unread: false,
                             // Live ingest writes one outbox event per message: measure that.
-                            emit_events: true,
+                            emit_events: std::env::var_os("BENCH_NO_EVENTS").is_none(),
                         },
                     )
                     .await?;
@@ -185,7 +185,7 @@ async fn main() -> anyhow::Result<()> {
                 &batch,
                 RecordOptions {
                     count_unread: false,
-                    emit_events: true,
+                    emit_events: std::env::var_os("BENCH_NO_EVENTS").is_none(),
                 },
             )
             .await?;

@@ -6,7 +6,7 @@ use crate::store::api::EventFilter;
 use crate::store::outbox::Outbox;
 use crate::store::records::EventRecord;
 
-const ROWS_PER_INSERT: usize = 32;
+const ROWS_PER_INSERT: usize = 64;
 
 /// Inserts the drafted events; call last in the transaction, right before commit.
 pub async fn flush(conn: &mut Conn, out: &Outbox) -> sqlx::Result<()> {
@@ -20,19 +20,13 @@ pub async fn flush(conn: &mut Conn, out: &Outbox) -> sqlx::Result<()> {
             "INSERT INTO events (id, org_id, session_id, event, payload, created_at) VALUES ",
         );
         for i in 0..chunk.len() {
-            let b = i * 6;
             if i > 0 {
                 sql.push(',');
             }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6
-            ));
+            let p: Vec<String> = (1..=6)
+                .map(|k| super::param(i * 6 + k).to_string())
+                .collect();
+            sql.push_str(&format!("({})", p.join(", ")));
         }
         let mut q = sqlx::query(&sql);
         for d in chunk {

@@ -52,6 +52,11 @@ pub async fn lock_events(conn: &mut Conn) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// The `n`th parameter of a statement whose parameters are each used once, in order.
+pub fn param(n: usize) -> String {
+    format!("${n}")
+}
+
 /// `col` is one of the strings in the JSON array bound at `$n`.
 pub fn in_json(col: &str, n: usize) -> String {
     format!("{col} IN (SELECT jsonb_array_elements_text(${n}::jsonb))")
