@@ -256,21 +256,30 @@ pub async fn fix_dm(conn: &mut Conn, s: &str, contact: i64, t: &mut Touched) -> 
     let r = by_id(&mut *conn, contact).await?;
     let pj = r.phone.as_deref().map(|p| Jid::phone(p).to_string());
     let lj = r.lid.clone();
-    let addrs: Vec<String> = pj.iter().chain(lj.iter()).cloned().collect();
-    let list = serde_json::to_string(&addrs).unwrap_or_default();
-    let sql = format!(
-        "SELECT id FROM chats WHERE session_id = $1 AND (contact_id = $2 OR (contact_id IS NULL AND {}))
-         UNION SELECT a.chat_id FROM chat_aliases a JOIN chats c ON c.id = a.chat_id
-           WHERE a.session_id = $1 AND {} AND (c.contact_id IS NULL OR c.contact_id = $2)",
-        super::in_json("jid", 3),
-        super::in_json("a.jid", 3)
-    );
-    let mut ids: Vec<i64> = sqlx::query_scalar(&sql)
-        .bind(s)
+    // The contact's chat, and chats or aliases under either address that belong to nobody else;
+    // each lookup is one unique-index probe.
+    let mut ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM chats WHERE contact_id = $1")
         .bind(contact)
-        .bind(&list)
         .fetch_all(&mut *conn)
         .await?;
+    for addr in pj.iter().chain(lj.iter()) {
+        let found: Vec<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, contact_id FROM chats WHERE session_id = $1 AND jid = $2
+             UNION ALL
+             SELECT c.id, c.contact_id FROM chat_aliases a JOIN chats c ON c.id = a.chat_id
+             WHERE a.session_id = $1 AND a.jid = $2",
+        )
+        .bind(s)
+        .bind(addr)
+        .fetch_all(&mut *conn)
+        .await?;
+        ids.extend(
+            found
+                .into_iter()
+                .filter(|(_, owner)| owner.is_none_or(|o| o == contact))
+                .map(|(id, _)| id),
+        );
+    }
     ids.sort_unstable();
     ids.dedup();
     let Some((&keep, rest)) = ids.split_first() else {
