@@ -34,13 +34,29 @@ pub(crate) async fn handle(c: &mut Conn, node: Node) -> Result<HandleFlow> {
             Ok(keep())
         }
         "chatstate" => {
-            chatstate(c, &node);
+            if let Some((phone, _)) = c.device.clone() {
+                route_chatstate(&mut c.sim.world(), &phone, &node);
+            }
             Ok(keep())
         }
-        // Acks and unified-session beacons need no answer.
-        "ack" | "ib" => Ok(keep()),
-        // Receipts for what the simulator delivered: acknowledged as the
-        // server does; routing them to the sender is part 2.
+        "ack" => {
+            if let (Some((phone, dev)), Some(id)) = (c.device.clone(), attr(&node, "id")) {
+                crate::route::acked(&mut c.sim.world(), &phone, dev, &id);
+            }
+            Ok(keep())
+        }
+        // Unified-session beacons and offline batch requests need no answer
+        // (the whole offline queue is sent at once).
+        "ib" => Ok(keep()),
+        "message" => {
+            let Some((phone, dev)) = c.device.clone() else {
+                return Ok(keep());
+            };
+            let ack = crate::route::route_message(&mut c.sim.world(), (&phone, dev), &node).ack;
+            c.send_node(&ack).await?;
+            Ok(keep())
+        }
+        // Receipts are acknowledged, then routed to the original sender.
         "receipt" => {
             let mut b = NodeBuilder::new("ack")
                 .attr("class", "receipt")
@@ -52,6 +68,9 @@ pub(crate) async fn handle(c: &mut Conn, node: Node) -> Result<HandleFlow> {
                 b = b.attr("type", t);
             }
             c.send_node(&b.build()).await?;
+            if let Some((phone, dev)) = c.device.clone() {
+                crate::route::route_receipt(&mut c.sim.world(), (&phone, dev), &node);
+            }
             Ok(keep())
         }
         _ => {
@@ -86,12 +105,22 @@ async fn handle_iq(c: &mut Conn, node: Node) -> Result<HandleFlow> {
         ("passive", "active") | ("passive", "passive") => {
             c.send_node(&iq_result(&id, vec![])).await?;
             if first_tag == "active" {
-                // Nothing queued offline in the simulator.
-                let ib = NodeBuilder::new("ib")
-                    .attr("from", SERVER)
-                    .children([NodeBuilder::new("offline").attr("count", "0").build()])
-                    .build();
-                c.send_node(&ib).await?;
+                // Everything queued while the device was away, then the end
+                // marker with the count the client waits for.
+                let items = match c.device.clone() {
+                    Some((phone, dev)) => {
+                        crate::route::take_offline(&mut c.sim.world(), &phone, dev)
+                    }
+                    None => Vec::new(),
+                };
+                if !items.is_empty() {
+                    c.send_node(&crate::route::offline_preview(&items)).await?;
+                }
+                let n = items.len();
+                for item in items {
+                    c.send_node(&item).await?;
+                }
+                c.send_node(&crate::route::offline_end(n)).await?;
             }
             None
         }
@@ -233,15 +262,18 @@ fn fetch_prekeys(c: &Conn, id: &str, key: &Node) -> Node {
         } else {
             Some(user.clone())
         };
-        let dev = phone
-            .as_ref()
-            .and_then(|p| w.accounts.get_mut(p))
-            .and_then(|a| a.devices.get_mut(&device))
-            .filter(|d| d.keys.is_some());
+        let account = phone.as_ref().and_then(|p| w.accounts.get_mut(p));
         let mut b = NodeBuilder::new("user").attr("jid", jid.clone());
-        match dev {
-            Some(d) => {
-                let keys = d.keys.as_mut().expect("filtered");
+        let (keys, signed_identity) = match account {
+            Some(a) if device == 0 => (Some(&mut a.phone_keys), None),
+            Some(a) => match a.devices.get_mut(&device) {
+                Some(d) => (d.keys.as_mut(), Some(d.signed_identity.clone())),
+                None => (None, None),
+            },
+            None => (None, None),
+        };
+        match keys {
+            Some(keys) => {
                 let mut kids = vec![
                     NodeBuilder::new("registration")
                         .bytes(keys.registration.clone())
@@ -272,15 +304,20 @@ fn fetch_prekeys(c: &Conn, id: &str, key: &Node) -> Node {
                             .build(),
                     );
                 }
-                d.prekeys = keys.one_time.len() as u32;
-                if device != 0 && !d.signed_identity.is_empty() {
-                    kids.push(
-                        NodeBuilder::new("device-identity")
-                            .bytes(d.signed_identity.clone())
-                            .build(),
-                    );
+                let left = keys.one_time.len() as u32;
+                if let Some(si) = signed_identity.filter(|s| !s.is_empty()) {
+                    kids.push(NodeBuilder::new("device-identity").bytes(si).build());
                 }
                 b = b.children(kids);
+                if device != 0 {
+                    if let Some(d) = phone
+                        .as_ref()
+                        .and_then(|p| w.accounts.get_mut(p))
+                        .and_then(|a| a.devices.get_mut(&device))
+                    {
+                        d.prekeys = left;
+                    }
+                }
             }
             None => {
                 b = b.children([NodeBuilder::new("error")
@@ -300,38 +337,20 @@ async fn share_app_state_key(c: &mut Conn) -> Result<()> {
     let Some((phone, dev)) = c.device.clone() else {
         return Ok(());
     };
-    let job = {
-        let mut w = c.sim.world();
-        let Some(account) = w.accounts.get_mut(&phone) else {
-            return Ok(());
-        };
-        let account_key = account.account_key.clone();
-        let key = account.app_state_key.clone();
-        match account.devices.get_mut(&dev) {
-            Some(d) if !d.key_shared && d.keys.is_some() => {
-                d.key_shared = true;
-                let keys = d.keys.as_mut().expect("checked");
-                let one_time = keys.one_time.pop_front();
-                let bundle = keys.clone();
-                d.prekeys = keys.one_time.len() as u32;
-                Some((account_key, key, bundle, one_time))
-            }
-            _ => None,
-        }
-    };
-    let Some((account_key, key, bundle, one_time)) = job else {
+    let mut w = c.sim.world();
+    let Some(account) = w.accounts.get_mut(&phone) else {
         return Ok(());
     };
-    match crate::phone::key_share_message(&phone, dev, &account_key, &bundle, one_time, &key).await
-    {
-        Ok(msg) => {
+    let tx = account.phone_tx.clone();
+    if let Some(d) = account.devices.get_mut(&dev) {
+        if !d.key_shared && d.keys.is_some() {
+            d.key_shared = true;
             info!(
                 conn = c.id,
                 "phone shares the app-state key with {phone}:{dev}"
             );
-            c.send_node(&msg).await?;
+            let _ = tx.send(crate::phone::PhoneInput::ShareKey { device: dev });
         }
-        Err(e) => warn!(conn = c.id, "app-state key share failed: {e:#}"),
     }
     Ok(())
 }
@@ -452,6 +471,40 @@ fn app_state(id: &str, sync: &Node) -> Node {
     iq_result(id, vec![NodeBuilder::new("sync").children(cols).build()])
 }
 
+/// The account's signed list of valid companion key indexes
+/// (`ADVSignedKeyIndexList`), which clients require next to companions.
+fn key_index_list(a: &crate::state::Account) -> Node {
+    use waproto::buffa::Message as _;
+    let indexes: Vec<u32> = a.devices.values().map(|d| d.key_index).collect();
+    let ts = now_secs();
+    let details = waproto::whatsapp::ADVKeyIndexList {
+        raw_id: Some(1),
+        timestamp: Some(ts),
+        current_index: indexes.iter().copied().max(),
+        valid_indexes: indexes,
+        account_type: Some(waproto::whatsapp::ADVEncryptionType::E2EE),
+    }
+    .encode_to_vec();
+    let mut msg = vec![6u8, 2];
+    msg.extend_from_slice(&details);
+    let signature = a
+        .account_key
+        .private_key
+        .calculate_signature(&msg, &mut rand::rng())
+        .map(|s| s.to_vec())
+        .unwrap_or_default();
+    let signed = waproto::whatsapp::ADVSignedKeyIndexList {
+        details: Some(details),
+        account_signature: Some(signature),
+        account_signature_key: Some(a.account_key.public_key.public_key_bytes().to_vec()),
+    }
+    .encode_to_vec();
+    NodeBuilder::new("key-index-list")
+        .attr("ts", ts.to_string())
+        .bytes(signed)
+        .build()
+}
+
 /// One queried user in a usync request: `jid` attr or `<contact>+phone</contact>`.
 fn usync_target(user: &Node) -> Option<(String, bool)> {
     if let Some(jid) = attr(user, "jid") {
@@ -521,7 +574,13 @@ fn usync(c: &Conn, id: &str, usync: &Node) -> Node {
                     b.build()
                 }))
                 .build();
-            kids.push(NodeBuilder::new("devices").children([list]).build());
+            let mut dkids = vec![list];
+            if let Some(a) = phone.as_ref().and_then(|p| w.accounts.get(p)) {
+                if !a.devices.is_empty() {
+                    dkids.push(key_index_list(a));
+                }
+            }
+            kids.push(NodeBuilder::new("devices").children(dkids).build());
         }
         if wants("business") {
             kids.push(NodeBuilder::new("business").build());
@@ -567,28 +626,9 @@ fn usync(c: &Conn, id: &str, usync: &Node) -> Node {
     )
 }
 
-/// Resolves a chat JID to `(phone, addressed_by_lid)`.
-fn resolve(c: &Conn, jid: &str) -> Option<(String, bool)> {
-    let user = jid_user(jid);
-    let w = c.sim.world();
-    if jid_server(jid) == "lid" {
-        w.phone_for_lid(user).map(|p| (p, true))
-    } else {
-        Some((user.to_string(), false))
-    }
-}
-
-fn own_jid(c: &Conn, as_lid: bool) -> Option<String> {
-    let (phone, _) = c.device.as_ref()?;
-    if as_lid {
-        let w = c.sim.world();
-        w.directory.get(phone).map(|l| format!("{l}@lid"))
-    } else {
-        Some(format!("{phone}@{SERVER}"))
-    }
-}
-
-fn chatstate(c: &Conn, node: &Node) {
+/// Routes a `<chatstate>` from `phone` to the addressee's sockets (and
+/// records it).
+pub fn route_chatstate(w: &mut crate::state::World, phone: &str, node: &Node) {
     let Some(to) = attr(node, "to") else { return };
     let Some(state_node) = children(node).first() else {
         return;
@@ -603,18 +643,15 @@ fn chatstate(c: &Conn, node: &Node) {
         (other, _) => other,
     }
     .to_string();
-    let Some((phone, by_lid)) = resolve(c, &to) else {
+    let Some((target, _, by_lid)) = w.resolve_jid(&to) else {
         return;
     };
-    let Some(from) = own_jid(c, by_lid) else {
-        return;
-    };
+    let from = w.jid_of(phone, 0, by_lid);
     let fwd = NodeBuilder::new("chatstate")
         .attr("from", from.clone())
         .children([state_node.clone()])
         .build();
-    let mut w = c.sim.world();
-    let targets: Vec<u64> = w.conns_of(&phone).into_iter().map(|(id, _)| id).collect();
+    let targets: Vec<u64> = w.conns_of(&target).into_iter().map(|(id, _)| id).collect();
     let delivered = targets
         .iter()
         .filter(|id| w.send(**id, Outbound::Node(fwd.clone())))

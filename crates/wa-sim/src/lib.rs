@@ -7,11 +7,15 @@
 
 pub mod conn;
 pub mod control;
+pub mod groups;
 pub mod iq;
+pub mod media;
 pub mod nodes;
 pub mod noise;
 pub mod pairing;
 pub mod phone;
+pub mod route;
+pub mod signal;
 pub mod state;
 
 use std::net::SocketAddr;

@@ -119,6 +119,17 @@ pub fn jid_user(jid: &str) -> &str {
     user.split(':').next().unwrap_or("")
 }
 
+/// `(user, device, server)` of `user[.agent][:device]@server`.
+pub fn split_jid(jid: &str) -> (&str, u16, &str) {
+    let (left, server) = jid.split_once('@').unwrap_or((jid, ""));
+    let (user, device) = match left.split_once(':') {
+        Some((u, d)) => (u, d.parse().unwrap_or(0)),
+        None => (left, 0),
+    };
+    let user = user.split('.').next().unwrap_or(user);
+    (user, device, server)
+}
+
 pub fn jid_server(jid: &str) -> &str {
     jid.split('@').nth(1).unwrap_or("")
 }

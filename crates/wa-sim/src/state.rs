@@ -85,6 +85,17 @@ pub struct Account {
     pub next_key_index: u32,
     /// The app-state sync key the phone shares with each linked device.
     pub app_state_key: crate::phone::AppStateKey,
+    /// The phone's (device 0's) public pre-key bundle; its private half
+    /// lives in the phone's task.
+    pub phone_keys: KeyBundle,
+    /// The phone's task: every stanza routed to device 0 goes here.
+    pub phone_tx: mpsc::UnboundedSender<crate::phone::PhoneInput>,
+    /// A person driven by the simulator (created with `POST /control/people`).
+    pub person: bool,
+    /// What the phone received (decrypted), oldest first.
+    pub received: Vec<serde_json::Value>,
+    /// Receipts the phone got for what this account sent.
+    pub receipts: Vec<serde_json::Value>,
 }
 
 /// Registration data a not-yet-paired client sent in its login payload.
@@ -187,6 +198,19 @@ pub struct HandshakeStats {
 
 #[derive(Default)]
 pub struct World {
+    /// The simulator itself, for the tasks the world spawns (phones).
+    pub(crate) this: std::sync::Weak<Inner>,
+    /// LID user → phone number (the reverse of `directory`).
+    pub lids: HashMap<String, String>,
+    /// Stanzas for devices that are not connected, delivered at next login.
+    pub offline: HashMap<(String, u16), Vec<Node>>,
+    /// Messages sent to a connected device and not yet acknowledged
+    /// (`(id, stanza)`): delivered again, as offline, at the next login.
+    pub unacked: HashMap<(String, u16), Vec<(String, Node)>>,
+    /// Groups by JID user part (`120363...`).
+    pub groups: BTreeMap<String, crate::groups::Group>,
+    /// Every message the server routed (for the control API and benchmarks).
+    pub routed: u64,
     pub handshakes: HandshakeStats,
     pub accounts: BTreeMap<String, Account>,
     /// Numbers on WhatsApp → LID user. Accounts are added on pairing.
@@ -225,31 +249,73 @@ impl World {
         self.next_lid += 1;
         let lid = format!("{}", 100_000_000_000_000u64 + self.next_lid * 7919);
         self.directory.insert(phone.to_string(), lid.clone());
+        self.lids.insert(lid.clone(), phone.to_string());
         lid
     }
 
     pub fn phone_for_lid(&self, lid: &str) -> Option<String> {
-        self.directory
-            .iter()
-            .find(|(_, l)| l.as_str() == lid)
-            .map(|(p, _)| p.clone())
+        self.lids.get(lid).cloned()
     }
 
-    /// The account for `phone`, created (with a fresh phone identity) if new.
+    /// `(phone, device, addressed_by_lid)` for a JID in either form
+    /// (`PHONE[:DEV]@s.whatsapp.net` or `LID[:DEV]@lid`).
+    pub fn resolve_jid(&self, jid: &str) -> Option<(String, u16, bool)> {
+        let (user, device, server) = crate::nodes::split_jid(jid);
+        match server {
+            "lid" => self.phone_for_lid(user).map(|p| (p, device, true)),
+            "s.whatsapp.net" | "c.us" | "" => Some((user.to_string(), device, false)),
+            _ => None,
+        }
+    }
+
+    /// The JID of `phone:device` in phone-number or LID form (`device` 0
+    /// is written without a device part).
+    pub fn jid_of(&self, phone: &str, device: u16, lid_form: bool) -> String {
+        let user = if lid_form {
+            self.directory
+                .get(phone)
+                .cloned()
+                .unwrap_or_else(|| phone.to_string())
+        } else {
+            phone.to_string()
+        };
+        let server = if lid_form {
+            "lid"
+        } else {
+            crate::nodes::SERVER
+        };
+        if device == 0 {
+            format!("{user}@{server}")
+        } else {
+            format!("{user}:{device}@{server}")
+        }
+    }
+
+    /// The account for `phone`, created (with a fresh phone identity and
+    /// the phone's own Signal keys and task) if new.
     pub fn account_mut(&mut self, phone: &str) -> &mut Account {
         let lid = self.lid_for(phone);
-        self.accounts
-            .entry(phone.to_string())
-            .or_insert_with(|| Account {
+        let this = self.this.clone();
+        self.accounts.entry(phone.to_string()).or_insert_with(|| {
+            let account_key = KeyPair::generate(&mut rand::rng());
+            let (store, phone_keys) = crate::signal::MemStore::generate(&account_key);
+            let phone_tx = crate::phone::spawn(this, phone.to_string(), store);
+            Account {
                 phone: phone.to_string(),
                 lid,
                 push_name: String::new(),
-                account_key: KeyPair::generate(&mut rand::rng()),
+                account_key,
                 devices: BTreeMap::new(),
                 next_device: 1,
                 next_key_index: 1,
                 app_state_key: crate::phone::AppStateKey::generate(),
-            })
+                phone_keys,
+                phone_tx,
+                person: false,
+                received: Vec::new(),
+                receipts: Vec::new(),
+            }
+        })
     }
 
     /// Connections logged in as one of `phone`'s devices.
@@ -301,12 +367,19 @@ pub struct Sim(pub(crate) Arc<Inner>);
 
 impl Sim {
     pub fn new(config: SimConfig) -> Self {
-        Sim(Arc::new(Inner {
+        Sim(Arc::new_cyclic(|this| Inner {
             identity: ServerIdentity::generate(),
             config,
-            world: Mutex::new(World::default()),
+            world: Mutex::new(World {
+                this: this.clone(),
+                ..World::default()
+            }),
             next_conn: AtomicU64::new(1),
         }))
+    }
+
+    pub(crate) fn from_weak(w: &std::sync::Weak<Inner>) -> Option<Sim> {
+        w.upgrade().map(Sim)
     }
 
     pub fn config(&self) -> &SimConfig {

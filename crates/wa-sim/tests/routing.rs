@@ -185,7 +185,8 @@ async fn chat_state_and_presence_are_routed_and_recorded() {
 
 /// Pre-key bundles: another account fetches a companion's uploaded keys
 /// (with its countersigned device identity, which the client validates);
-/// each fetch consumes one one-time key; a device without keys is rejected.
+/// each fetch consumes one one-time key; the phone (device 0) has its own
+/// keys; an unknown device is rejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prekey_bundles_are_served_from_uploads() {
     use whatsapp_rust::wacore::iq::prekeys::PreKeyFetchSpec;
@@ -211,11 +212,19 @@ async fn prekey_bundles_are_served_from_uploads() {
     let bob_dev = Jid::pn_device(BOB, 1);
     let out = alice
         .client
-        .execute(PreKeyFetchSpec::new(vec![bob_dev.clone(), Jid::pn(BOB)]))
+        .execute(PreKeyFetchSpec::new(vec![
+            bob_dev.clone(),
+            Jid::pn(BOB),
+            Jid::pn_device(BOB, 9),
+        ]))
         .await
         .expect("pre-key fetch");
     assert!(out.bundles.contains_key(&bob_dev), "bundle for {bob_dev}");
-    assert_eq!(out.rejected.len(), 1, "device 0 has no keys");
+    assert!(
+        out.bundles.contains_key(&Jid::pn(BOB)),
+        "the phone's bundle"
+    );
+    assert_eq!(out.rejected.len(), 1, "device 9 does not exist");
     assert_eq!(out.rejected[0].code, 404);
     assert_eq!(held(), before - 1, "one one-time key consumed");
     let unhandled = get(&sim, "/control/unhandled").await;

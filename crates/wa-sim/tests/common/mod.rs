@@ -278,3 +278,68 @@ pub fn conn_ids(sim: &Running, phone: &str, device: u16) -> Vec<u64> {
         .map(|(id, _)| *id)
         .collect()
 }
+
+/// The text of every message in a `Messages` event.
+pub fn texts(e: &Event) -> Vec<String> {
+    use whatsapp_rust::wacore::proto_helpers::MessageExt;
+    e.messages()
+        .filter_map(|m| m.message.text_content().map(str::to_string))
+        .collect()
+}
+
+/// Whether `e` is a `Messages` event carrying `text`.
+pub fn has_text(e: &Event, text: &str) -> bool {
+    texts(e).iter().any(|t| t == text)
+}
+
+/// Waits for the inbound message with `text`; returns it.
+pub async fn wait_text(c: &TestClient, text: &str) -> whatsapp_rust::types::events::InboundMessage {
+    let ev = c
+        .events
+        .wait(&format!("message {text:?}"), WAIT, |e| has_text(e, text))
+        .await;
+    use whatsapp_rust::wacore::proto_helpers::MessageExt;
+    let found = ev
+        .messages()
+        .find(|m| m.message.text_content() == Some(text))
+        .cloned()
+        .expect("matched");
+    found
+}
+
+/// GET that returns the status too (for 404s).
+pub async fn get_status(sim: &Running, path: &str) -> (u16, Value) {
+    let url = format!("{}{}", sim.http_base(), path);
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent.get(&url).call().expect("control GET");
+        let status = resp.status().as_u16();
+        let v: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+        (status, v)
+    })
+    .await
+    .unwrap()
+}
+
+/// Polls a control GET until `cond` holds on its JSON.
+pub async fn wait_json(
+    sim: &Running,
+    path: &str,
+    what: &str,
+    cond: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let v = get(sim, path).await;
+        if cond(&v) {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out waiting for {what}; last {path}: {v}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,168 @@
+//! 1:1 messages between two real clients: end-to-end encryption through the
+//! server, server acks, delivery and read receipts, the offline queue.
+
+mod common;
+
+use common::*;
+use whatsapp_rust::types::events::Event;
+use whatsapp_rust::types::presence::ReceiptType;
+use whatsapp_rust::Jid;
+
+const ALICE: &str = "15553000001";
+const BOB: &str = "15553000002";
+
+fn receipt_for(e: &Event, id: &str, ty: ReceiptType) -> bool {
+    matches!(e, Event::Receipt(r) if r.r#type == ty && r.message_ids.iter().any(|m| m == id))
+}
+
+/// Alice → Bob and back: each decrypts the other's text; the sender gets
+/// the server ack with the server's timestamp, then Bob's delivery receipt
+/// and, after Bob reads it, the read receipt. The sender's alternate
+/// address (LID) comes with the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_both_ways_with_acks_and_receipts() {
+    let sim = sim().await;
+    let alice = paired_client(&sim, ALICE, "Alice").await;
+    let bob = paired_client(&sim, BOB, "Bob").await;
+
+    let sent = alice
+        .client
+        .send_text(Jid::pn(BOB), "hello bob")
+        .await
+        .expect("send");
+    let id = sent.message_id.clone();
+
+    let got = wait_text(&bob, "hello bob").await;
+    assert_eq!(got.info.id, id);
+    assert!(!got.info.source.is_from_me);
+    assert_eq!(got.info.source.sender.user, ALICE);
+    assert_eq!(got.info.push_name, "Alice");
+    let alice_lid = sim.sim.world().directory[ALICE].clone();
+    assert_eq!(
+        got.info
+            .source
+            .sender_alt
+            .as_ref()
+            .map(|j| j.user.to_string()),
+        Some(alice_lid),
+        "sender_lid carried on the stanza"
+    );
+
+    let ack = alice
+        .events
+        .wait(
+            "server ack",
+            WAIT,
+            |e| matches!(e, Event::ServerAck(a) if a.id == id),
+        )
+        .await;
+    match &*ack {
+        Event::ServerAck(a) => {
+            assert!(a.error.is_none(), "{a:?}");
+            let t = a.timestamp.expect("server timestamp").timestamp();
+            assert!((t - got.info.timestamp.timestamp()).abs() <= 1);
+        }
+        _ => unreachable!(),
+    }
+    alice
+        .events
+        .wait("delivery receipt", WAIT, |e| {
+            receipt_for(e, &id, ReceiptType::Delivered)
+        })
+        .await;
+
+    bob.client
+        .mark_as_read(&Jid::pn(ALICE), None, &[id.as_str()])
+        .await
+        .expect("mark read");
+    let read = alice
+        .events
+        .wait("read receipt", WAIT, |e| {
+            receipt_for(e, &id, ReceiptType::Read)
+        })
+        .await;
+    match &*read {
+        Event::Receipt(r) => assert_eq!(r.source.sender.user, BOB),
+        _ => unreachable!(),
+    }
+
+    bob.client
+        .send_text(Jid::pn(ALICE), "hi alice")
+        .await
+        .expect("reply");
+    let back = wait_text(&alice, "hi alice").await;
+    assert_eq!(back.info.source.sender.user, BOB);
+
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
+
+/// Messages for a device that is away wait on the server and arrive at its
+/// next login, marked offline, followed by the offline count the client
+/// waits for; the sender then gets the delivery receipts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_messages_arrive_at_next_login() {
+    let sim = sim().await;
+    let alice = paired_client(&sim, ALICE, "Alice").await;
+    let bob = paired_client(&sim, BOB, "Bob").await;
+    // A first message sets up the sessions while both are online.
+    alice
+        .client
+        .send_text(Jid::pn(BOB), "before")
+        .await
+        .unwrap();
+    wait_text(&bob, "before").await;
+
+    let backend = bob.backend.clone();
+    bob.shutdown().await;
+    wait_until("bob is offline", WAIT, || conn_ids(&sim, BOB, 1).is_empty()).await;
+
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = alice
+            .client
+            .send_text(Jid::pn(BOB), format!("while away {i}"))
+            .await
+            .unwrap();
+        ids.push(r.message_id);
+    }
+    wait_until("3 messages queued for bob:1", WAIT, || {
+        let w = sim.sim.world();
+        w.unacked.get(&(BOB.to_string(), 1)).map_or(0, |l| l.len()) >= 3
+    })
+    .await;
+
+    let bob = client(&sim, backend).await;
+    for i in 0..3 {
+        let m = wait_text(&bob, &format!("while away {i}")).await;
+        assert!(m.info.is_offline, "delivered from the offline queue");
+    }
+    let done = bob
+        .events
+        .wait("offline sync completed", WAIT, |e| {
+            matches!(e, Event::OfflineSyncCompleted(_))
+        })
+        .await;
+    match &*done {
+        Event::OfflineSyncCompleted(c) => assert!(c.count >= 3, "{c:?}"),
+        _ => unreachable!(),
+    }
+    for id in &ids {
+        alice
+            .events
+            .wait("delivery receipt", WAIT, |e| {
+                receipt_for(e, id, ReceiptType::Delivered)
+            })
+            .await;
+    }
+    wait_until("bob acknowledged everything", WAIT, || {
+        sim.sim
+            .world()
+            .unacked
+            .get(&(BOB.to_string(), 1))
+            .is_none_or(|l| l.is_empty())
+    })
+    .await;
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
