@@ -142,7 +142,7 @@ pub async fn record(
                 if j > 0 {
                     sql.push(',');
                 }
-                sql.push_str(&super::param(i * INSERT_ARITY + j + 1).to_string());
+                sql.push_str(&super::param(i * INSERT_ARITY + j + 1));
             }
             sql.push(')');
         }

@@ -22,6 +22,14 @@ pub struct Row {
     pub updated_at: i64,
 }
 
+/// saved, push and business name, and the number, as an update returns them.
+type Names = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 const ROW: &str = "id, lid, phone, push_name, business_name, saved_name, in_group, updated_at";
 
 /// What `q=` searches: the name shown, the business name and the number, lower-cased.
@@ -140,7 +148,8 @@ pub async fn link(
 ) -> sqlx::Result<i64> {
     let (l, p) = (lid.to_string(), pn.user().to_owned());
     let rows = sqlx::query_as::<_, Row>(&format!(
-        "SELECT {ROW} FROM contacts WHERE session_id = $1 AND (lid = $2 OR phone = $3)"
+        "SELECT {ROW} FROM contacts WHERE session_id = $1 AND lid = $2
+         UNION ALL SELECT {ROW} FROM contacts WHERE session_id = $1 AND phone = $3"
     ))
     .bind(s)
     .bind(&l)
@@ -171,7 +180,12 @@ pub async fn link(
         }
     }
     let id = match (by_lid, by_phone) {
-        (None, None) => insert(conn, s, Some(&l), Some(&p)).await?,
+        (None, None) => {
+            let id = insert(&mut *conn, s, Some(&l), Some(&p)).await?;
+            t.contacts.insert(id);
+            fix_dm(conn, s, id, t).await?;
+            return Ok(id);
+        }
         (Some(a), None) => {
             sqlx::query("UPDATE contacts SET phone = $2 WHERE id = $1")
                 .bind(a.id)
@@ -283,7 +297,7 @@ pub async fn fix_dm(conn: &mut Conn, s: &str, contact: i64, t: &mut Touched) -> 
     ids.sort_unstable();
     ids.dedup();
     let Some((&keep, rest)) = ids.split_first() else {
-        sqlx::query("UPDATE contacts SET in_dm = $2 WHERE id = $1")
+        sqlx::query("UPDATE contacts SET in_dm = $2 WHERE id = $1 AND in_dm")
             .bind(contact)
             .bind(false)
             .execute(&mut *conn)
@@ -348,23 +362,34 @@ pub async fn set_names(
     if push.is_none() && business.is_none() && saved.is_none() {
         return Ok(());
     }
-    let changed = sqlx::query(
+    let changed: Option<Names> = sqlx::query_as(
         "UPDATE contacts SET push_name = COALESCE($2, push_name), business_name = COALESCE($3, business_name),
             saved_name = CASE WHEN $4 THEN $5 ELSE saved_name END
          WHERE id = $1 AND (push_name IS DISTINCT FROM COALESCE($2, push_name)
             OR business_name IS DISTINCT FROM COALESCE($3, business_name)
-            OR ($4 AND saved_name IS DISTINCT FROM $5))",
+            OR ($4 AND saved_name IS DISTINCT FROM $5))
+         RETURNING saved_name, push_name, business_name, phone",
     )
     .bind(id)
     .bind(push)
     .bind(business)
     .bind(saved.is_some())
     .bind(saved.flatten())
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if changed > 0 {
-        refresh_search(conn, id).await?;
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((saved, push, business, phone)) = changed {
+        let text = search_text(
+            saved.as_deref(),
+            push.as_deref(),
+            business.as_deref(),
+            phone.as_deref(),
+        );
+        sqlx::query("UPDATE contacts SET search = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(text)
+            .bind(now_ms())
+            .execute(conn)
+            .await?;
         t.contacts.insert(id);
     }
     Ok(())

@@ -33,8 +33,12 @@ pub async fn begin(pool: &Pool) -> sqlx::Result<Tx> {
 
 /// Serialises the writers of one session's stored copy (ingest from any number of tasks or
 /// nodes, API writes) until the transaction ends.
+///
+/// It also plans the transaction's statements for their actual parameters: a generic plan
+/// made while a table was still small (a new session's first history sync, before autovacuum
+/// has analysed it) would otherwise keep scanning whole tables for the life of the connection.
 pub async fn lock_session(conn: &mut Conn, session: &str) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2)), set_config('plan_cache_mode', 'force_custom_plan', true)")
         .bind(LOCK_SESSION)
         .bind(session)
         .execute(conn)
