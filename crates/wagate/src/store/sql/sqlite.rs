@@ -42,8 +42,8 @@ pub async fn lock_events(_conn: &mut Conn) -> sqlx::Result<()> {
 /// The `n`th parameter of a statement whose parameters are each used once, in order. SQLite
 /// gets anonymous `?`: for named ones (`$n`, `?n`) sqlx asks SQLite for each parameter's name,
 /// a linear search per parameter, which made binding a multi-row insert quadratic.
-pub fn param(_n: usize) -> &'static str {
-    "?"
+pub fn param(_n: usize) -> String {
+    "?".to_owned()
 }
 
 /// `col` is one of the strings in the JSON array bound at `$n`.
