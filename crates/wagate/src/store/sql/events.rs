@@ -23,9 +23,7 @@ pub async fn flush(conn: &mut Conn, out: &Outbox) -> sqlx::Result<()> {
             if i > 0 {
                 sql.push(',');
             }
-            let p: Vec<String> = (1..=6)
-                .map(|k| super::param(i * 6 + k).to_string())
-                .collect();
+            let p: Vec<String> = (1..=6).map(|k| super::param(i * 6 + k)).collect();
             sql.push_str(&format!("({})", p.join(", ")));
         }
         let mut q = sqlx::query(&sql);
