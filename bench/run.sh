@@ -34,6 +34,8 @@ BIN=target/release/wagate
 SEED=target/release/examples/bench_seed
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# The process's own memory, without the database pages SQLite maps from the file.
+anon_kb() { awk '/RssAnon/ {print $2}' "/proc/$1/status"; }
 
 run_backend() {
   local backend="$1" url dir
@@ -59,6 +61,7 @@ run_backend() {
   trap 'kill $pid 2>/dev/null || true' RETURN
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
   local idle_kb; idle_kb=$(rss_kb "$pid")
+  local idle_anon; idle_anon=$(anon_kb "$pid")
 
   local base="http://127.0.0.1:$PORT/api/v1/sessions/$SID"
   declare -A urls=(
@@ -74,11 +77,12 @@ run_backend() {
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" "${urls[$name]}" >"$dir/wrk-$name.txt"
   done
   local loaded_kb; loaded_kb=$(rss_kb "$pid")
+  local loaded_anon; loaded_anon=$(anon_kb "$pid")
   kill "$pid"; wait "$pid" 2>/dev/null || true
 
-  python3 - "$dir" "$backend" "$RATE" "$idle_kb" "$loaded_kb" <<'PY' | tee -a "$OUT/results.md"
+  python3 - "$dir" "$backend" "$RATE" "$idle_kb" "$loaded_kb" "$idle_anon" "$loaded_anon" <<'PY' | tee -a "$OUT/results.md"
 import re, sys, json
-d, backend, rate, idle, loaded = sys.argv[1:6]
+d, backend, rate, idle, loaded, idle_anon, loaded_anon = sys.argv[1:8]
 def ms(v):
     n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups()
     return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[u]
@@ -93,7 +97,8 @@ for name in ["chats", "messages_first", "messages_deep", "contacts_q", "events"]
     rows.append((name, rps, p50, p99, bad.group(1) if bad else "0", err.group(1) if err else "none"))
 print(f"\n### {backend}\n")
 print(f"- ingest: {int(rate):,} messages/s through `record_messages` (batches of 1,000)")
-print(f"- resident memory: {int(idle)/1024:.1f} MiB idle after start, {int(loaded)/1024:.1f} MiB after the load\n")
+print(f"- resident memory: {int(idle)/1024:.1f} MiB idle after start, {int(loaded)/1024:.1f} MiB after the load")
+print(f"- of which the process's own (RssAnon, without mapped database pages): {int(idle_anon)/1024:.1f} / {int(loaded_anon)/1024:.1f} MiB\n")
 print("| endpoint | requests/s | p50 ms | p99 ms | non-2xx | socket errors |")
 print("|---|---:|---:|---:|---:|---|")
 for r in rows:
