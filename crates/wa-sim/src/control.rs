@@ -28,15 +28,15 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn bad_request(msg: impl Into<String>) -> ApiError {
+pub(crate) fn bad_request(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, "bad_request", msg.into())
 }
 
-fn not_found(msg: impl Into<String>) -> ApiError {
+pub(crate) fn not_found(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "not_found", msg.into())
 }
 
-fn valid_phone(phone: &str) -> Result<(), ApiError> {
+pub(crate) fn valid_phone(phone: &str) -> Result<(), ApiError> {
     if phone.len() < 5 || phone.len() > 20 || !phone.chars().all(|c| c.is_ascii_digit()) {
         return Err(bad_request("phone must be 5-20 digits, no '+'"));
     }

@@ -157,6 +157,7 @@ async fn handle_iq(c: &mut Conn, node: Node) -> Result<HandleFlow> {
                 .attr("hash", "sim")
                 .build()],
         )),
+        ("w:m", "media_conn") => Some(crate::media::media_conn(&c.sim, &id)),
         ("blocklist", _) => Some(iq_result(&id, vec![NodeBuilder::new("list").build()])),
         ("privacy", "privacy") => Some(iq_result(&id, vec![privacy_settings()])),
         ("usync", "usync") => Some(usync(c, &id, first.expect("first child exists"))),

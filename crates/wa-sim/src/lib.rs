@@ -13,6 +13,7 @@ pub mod media;
 pub mod nodes;
 pub mod noise;
 pub mod pairing;
+pub mod people;
 pub mod phone;
 pub mod route;
 pub mod signal;
@@ -45,6 +46,14 @@ pub fn app(sim: Sim) -> Router {
         .route("/control/chatstates", get(control::list_chatstates))
         .route("/control/presences", get(control::list_presences))
         .route("/control/unhandled", get(control::list_unhandled))
+        .route("/control/people", post(people::create))
+        .route("/control/people/{phone}/send", post(people::send))
+        .route("/control/people/{phone}/received", get(people::received))
+        .route("/control/people/{phone}/receipts", get(people::receipts))
+        .route("/control/people/{phone}/read", post(people::read))
+        .route("/control/people/{phone}/chatstate", post(people::chatstate))
+        .route("/mms/{kind}/{token}", post(media::upload))
+        .route("/v/{*rest}", get(media::download))
         .with_state(sim)
 }
 
@@ -93,6 +102,7 @@ pub async fn start(addr: &str, config: SimConfig) -> std::io::Result<Running> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let sim = Sim::new(config);
+    sim.world().media_host = addr.to_string();
     let task = tokio::spawn({
         let sim = sim.clone();
         async move {

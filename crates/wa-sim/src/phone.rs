@@ -782,7 +782,7 @@ impl Phone {
                 chat = w.jid_of(&p, 0, false);
             }
         }
-        let mut entry = describe(&msg);
+        let mut entry = describe(sim, &msg);
         entry.insert("id".into(), json!(id));
         entry.insert("chat".into(), json!(chat));
         entry.insert("from".into(), json!(sender_pn_jid));
@@ -873,7 +873,7 @@ pub fn stanza_type(m: &wa::Message) -> &'static str {
 }
 
 /// The JSON the control API shows for a received message.
-pub fn describe(m: &wa::Message) -> Map<String, Value> {
+pub fn describe(sim: &Sim, m: &wa::Message) -> Map<String, Value> {
     let mut e = Map::new();
     let mut put = |k: &str, v: Value| {
         e.insert(k.to_string(), v);
@@ -895,7 +895,7 @@ pub fn describe(m: &wa::Message) -> Map<String, Value> {
         if let Some(c) = &x.caption {
             put("caption", json!(c));
         }
-        put("media", crate::media::describe_image(x));
+        put("media", crate::media::describe_image(sim, x));
         if let Some(r) = ctx_of(&x.context_info) {
             put("replyTo", json!(r));
         }
@@ -906,7 +906,7 @@ pub fn describe(m: &wa::Message) -> Map<String, Value> {
         if let Some(c) = &x.caption {
             put("caption", json!(c));
         }
-        put("media", crate::media::describe_document(x));
+        put("media", crate::media::describe_document(sim, x));
     } else if let Some(x) = m.location_message.as_option() {
         put("type", json!("location"));
         put(
@@ -930,7 +930,7 @@ pub fn describe(m: &wa::Message) -> Map<String, Value> {
                 put("type", json!("edit"));
                 put("editOf", json!(target));
                 if let Some(inner) = x.edited_message.as_option() {
-                    if let Some(t) = describe(inner).get("text") {
+                    if let Some(t) = describe(sim, inner).get("text") {
                         put("text", t.clone());
                     }
                 }

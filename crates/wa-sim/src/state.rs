@@ -211,6 +211,11 @@ pub struct World {
     pub groups: BTreeMap<String, crate::groups::Group>,
     /// Every message the server routed (for the control API and benchmarks).
     pub routed: u64,
+    /// Encrypted media blobs by direct path.
+    pub media: HashMap<String, Vec<u8>>,
+    /// The host the media-connection answer names (the simulator's own
+    /// `127.0.0.1:PORT` once serving).
+    pub media_host: String,
     pub handshakes: HandshakeStats,
     pub accounts: BTreeMap<String, Account>,
     /// Numbers on WhatsApp → LID user. Accounts are added on pairing.

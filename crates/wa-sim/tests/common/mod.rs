@@ -172,7 +172,7 @@ async fn client_builder(
     let builder = Bot::builder()
         .with_backend_arc(backend.clone())
         .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(ws_url))
-        .with_http_client(UreqHttpClient::new())
+        .with_http_client(LoopbackHttp(UreqHttpClient::new()))
         .with_runtime(whatsapp_rust::TokioRuntime)
         .with_version((2, 3000, 1_000_000_000))
         .skip_history_sync()
@@ -342,4 +342,77 @@ pub async fn wait_json(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The test build's HTTP client: media URLs name the simulator
+/// (`https://127.0.0.1:PORT/...`), which speaks plain HTTP on loopback.
+/// Only tests use this; a release gateway never talks to a loopback host.
+pub struct LoopbackHttp(pub UreqHttpClient);
+
+fn to_loopback(mut r: whatsapp_rust::http::HttpRequest) -> whatsapp_rust::http::HttpRequest {
+    if let Some(rest) = r.url.strip_prefix("https://127.0.0.1:") {
+        r.url = format!("http://127.0.0.1:{rest}");
+    }
+    r
+}
+
+#[async_trait::async_trait]
+impl whatsapp_rust::http::HttpClient for LoopbackHttp {
+    async fn execute(
+        &self,
+        request: whatsapp_rust::http::HttpRequest,
+    ) -> anyhow::Result<whatsapp_rust::http::HttpResponse> {
+        self.0.execute(to_loopback(request)).await
+    }
+}
+
+/// Base64 of `bytes` (control API bodies).
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::prelude::*;
+    BASE64_STANDARD.encode(bytes)
+}
+
+/// Creates a simulated person; returns `(jid, lid)`.
+pub async fn person(sim: &Running, phone: &str, name: &str) -> (String, String) {
+    let (status, body) = post(
+        sim,
+        "/control/people",
+        serde_json::json!({"phone": phone, "name": name}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    (
+        body["jid"].as_str().unwrap().to_string(),
+        body["lid"].as_str().unwrap().to_string(),
+    )
+}
+
+/// A person sends; returns the message id.
+pub async fn person_send(sim: &Running, phone: &str, body: Value) -> String {
+    let (status, resp) = post(sim, &format!("/control/people/{phone}/send"), body).await;
+    assert_eq!(status, 200, "send failed: {resp}");
+    assert!(resp["timestamp"].as_u64().unwrap() > 0, "{resp}");
+    resp["id"].as_str().unwrap().to_string()
+}
+
+/// Waits until `phone` received a message matching `pred`; returns it.
+pub async fn person_received(
+    sim: &Running,
+    phone: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let list = wait_json(
+        sim,
+        &format!("/control/people/{phone}/received"),
+        what,
+        |v| v.as_array().is_some_and(|a| a.iter().any(&pred)),
+    )
+    .await;
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|m| pred(m))
+        .cloned()
+        .unwrap()
 }
