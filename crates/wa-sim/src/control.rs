@@ -606,3 +606,16 @@ pub async fn list_presences(State(sim): State<Sim>) -> Json<serde_json::Value> {
 pub async fn list_unhandled(State(sim): State<Sim>) -> Json<serde_json::Value> {
     Json(json!({ "unhandled": sim.world().unhandled }))
 }
+
+/// `PUT /control/accounts/{phone}/history`: the history the phone pushes
+/// to each device that links from now on.
+pub async fn put_history(
+    State(sim): State<Sim>,
+    axum::extract::Path(phone): axum::extract::Path<String>,
+    Json(h): Json<crate::history::History>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    valid_phone(&phone)?;
+    let n = h.conversations.len();
+    sim.world().account_mut(&phone).history = Some(h);
+    Ok(Json(json!({"conversations": n})))
+}

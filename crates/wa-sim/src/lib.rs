@@ -8,6 +8,7 @@
 pub mod conn;
 pub mod control;
 pub mod groups;
+pub mod history;
 pub mod iq;
 pub mod media;
 pub mod nodes;
@@ -24,7 +25,7 @@ use std::net::SocketAddr;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -46,6 +47,10 @@ pub fn app(sim: Sim) -> Router {
         .route("/control/chatstates", get(control::list_chatstates))
         .route("/control/presences", get(control::list_presences))
         .route("/control/unhandled", get(control::list_unhandled))
+        .route(
+            "/control/accounts/{phone}/history",
+            put(control::put_history),
+        )
         .route("/control/people", post(people::create))
         .route("/control/people/{phone}/send", post(people::send))
         .route("/control/people/{phone}/received", get(people::received))

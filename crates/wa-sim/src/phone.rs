@@ -280,12 +280,18 @@ impl Phone {
     }
 
     async fn share_key(&mut self, sim: &Sim, device: u16) -> Result<()> {
-        let key = {
-            let w = sim.world();
-            w.accounts
+        let (key, history) = {
+            let mut w = sim.world();
+            let (key, history) = w
+                .accounts
                 .get(&self.phone)
-                .map(|a| a.app_state_key.clone())
-                .ok_or_else(|| anyhow!("no account"))?
+                .map(|a| (a.app_state_key.clone(), a.history.clone()))
+                .ok_or_else(|| anyhow!("no account"))?;
+            let phone = self.phone.clone();
+            (
+                key,
+                history.map(|h| crate::history::build(&mut w, &phone, &h)),
+            )
         };
         let share = wa::Message {
             protocol_message: MessageField::some(wm::ProtocolMessage {
@@ -310,7 +316,12 @@ impl Phone {
             }),
             ..Default::default()
         };
-        self.send_peer(sim, device, &share).await
+        self.send_peer(sim, device, &share).await?;
+        if let Some(sync) = history {
+            let note = crate::history::notification(sim, &sync);
+            self.send_peer(sim, device, &note).await?;
+        }
+        Ok(())
     }
 
     /// A `category="peer"` message from the phone to one of its companions.

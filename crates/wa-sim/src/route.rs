@@ -299,7 +299,14 @@ pub fn route_receipt(w: &mut World, sender: (&str, u16), node: &Node) {
         }
         deliver(w, &target, d, fwd.clone());
     }
-    // A delivery or read receipt from a device also settles what that
-    // device had not acknowledged yet.
+    // A receipt from a device settles what that device had not
+    // acknowledged yet (the stanza id and every `<list><item id>`).
     acked(w, sphone, sdev, &attr(node, "id").unwrap_or_default());
+    for list in children(node).iter().filter(|n| n.tag == "list") {
+        for item in children(list) {
+            if let Some(i) = attr(item, "id") {
+                acked(w, sphone, sdev, &i);
+            }
+        }
+    }
 }

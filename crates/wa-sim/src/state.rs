@@ -96,6 +96,8 @@ pub struct Account {
     pub received: Vec<serde_json::Value>,
     /// Receipts the phone got for what this account sent.
     pub receipts: Vec<serde_json::Value>,
+    /// History the phone pushes to each newly linked device.
+    pub history: Option<crate::history::History>,
 }
 
 /// Registration data a not-yet-paired client sent in its login payload.
@@ -319,6 +321,7 @@ impl World {
                 person: false,
                 received: Vec::new(),
                 receipts: Vec::new(),
+                history: None,
             }
         })
     }

@@ -127,7 +127,7 @@ pub async fn client(sim: &Running, backend: Arc<dyn Backend>) -> TestClient {
 
 /// A client pointed at any simulator URL (e.g. a spawned `wa-sim` process).
 pub async fn client_at(ws_url: &str, backend: Arc<dyn Backend>) -> TestClient {
-    client_builder(ws_url, backend, |b| b).await
+    client_builder(ws_url, backend, |b| b, true).await
 }
 
 pub async fn client_with(
@@ -147,7 +147,7 @@ pub async fn client_with(
         whatsapp_rust::bot::Provided,
     >,
 ) -> TestClient {
-    client_builder(&sim.ws_url(), backend, tweak).await
+    client_builder(&sim.ws_url(), backend, tweak, true).await
 }
 
 async fn client_builder(
@@ -166,6 +166,7 @@ async fn client_builder(
         whatsapp_rust::bot::Provided,
         whatsapp_rust::bot::Provided,
     >,
+    skip_history: bool,
 ) -> TestClient {
     let events = Events::default();
     let sink = events.clone();
@@ -175,11 +176,15 @@ async fn client_builder(
         .with_http_client(LoopbackHttp(UreqHttpClient::new()))
         .with_runtime(whatsapp_rust::TokioRuntime)
         .with_version((2, 3000, 1_000_000_000))
-        .skip_history_sync()
         .on_event(move |e, _c| {
             let sink = sink.clone();
             async move { sink.push(e) }
         });
+    let builder = if skip_history {
+        builder.skip_history_sync()
+    } else {
+        builder
+    };
     let bot = tweak(builder).build().await.expect("build bot");
     let client = bot.client();
     let handle = bot.spawn();
@@ -415,4 +420,36 @@ pub async fn person_received(
         .find(|m| pred(m))
         .cloned()
         .unwrap()
+}
+
+/// PUT a JSON body to the control API.
+pub async fn put(sim: &Running, path: &str, body: Value) -> (u16, Value) {
+    let url = format!("{}{}", sim.http_base(), path);
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent.put(&url).send_json(&body).expect("control PUT");
+        let status = resp.status().as_u16();
+        let v: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+        (status, v)
+    })
+    .await
+    .unwrap()
+}
+
+/// Pairs a client that keeps history sync on (the default harness skips it).
+pub async fn paired_client_with_history(sim: &Running, phone: &str, name: &str) -> TestClient {
+    let c = client_builder(&sim.ws_url(), new_backend(), |b| b, false).await;
+    let qr = qr_code(&c.events.wait("first QR", WAIT, is_qr).await);
+    let (status, body) = post(
+        sim,
+        "/control/scan",
+        serde_json::json!({"qr": qr, "phone": phone, "name": name}),
+    )
+    .await;
+    assert_eq!(status, 200, "scan failed: {body}");
+    c.events.wait("Connected", WAIT, is_connected).await;
+    c
 }
