@@ -168,6 +168,12 @@ fn link_device(
     )?;
     let lid = account.lid.clone();
     let push_name = account.push_name.clone();
+    if !push_name.is_empty() && account.synced_push_name != push_name {
+        // The phone syncs the push name to its companions as the
+        // `setting_pushName` app-state mutation.
+        account.synced_push_name = push_name.clone();
+        crate::appstate::set_push_name(w, phone, &push_name)?;
+    }
     let iq_id = crate::iq::random_id();
     let node = pair_success_node(&iq_id, phone, &lid, device, identity, &push_name);
     w.pending_pairs.insert(
@@ -202,7 +208,7 @@ fn pair_success_node(
     identity: Vec<u8>,
     push_name: &str,
 ) -> Node {
-    let mut kids = vec![
+    let kids = vec![
         NodeBuilder::new("device-identity").bytes(identity).build(),
         NodeBuilder::new("device")
             .attr("jid", format!("{phone}:{device}@{SERVER}"))
@@ -210,16 +216,7 @@ fn pair_success_node(
             .build(),
         NodeBuilder::new("platform").attr("name", "smba").build(),
     ];
-    if !push_name.is_empty() {
-        // whatsapp-rust takes the push name from <biz name>; without it the
-        // name only arrives through app-state sync, which the simulator does
-        // not serve yet.
-        kids.push(
-            NodeBuilder::new("biz")
-                .attr("name", push_name.to_string())
-                .build(),
-        );
-    }
+    let _ = push_name;
     NodeBuilder::new("iq")
         .attr("from", SERVER)
         .attr("type", "set")
@@ -618,4 +615,43 @@ pub async fn put_history(
     let n = h.conversations.len();
     sim.world().account_mut(&phone).history = Some(h);
     Ok(Json(json!({"conversations": n})))
+}
+
+/// `POST /control/accounts/{phone}/chat-settings`: archive, pin, mute, mark
+/// read or delete a chat "on the phone"; linked devices get app-state
+/// mutations.
+pub async fn post_chat_settings(
+    State(sim): State<Sim>,
+    axum::extract::Path(phone): axum::extract::Path<String>,
+    Json(c): Json<crate::appstate::ChatSettingsChange>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    valid_phone(&phone)?;
+    let mut w = sim.world();
+    if !w.accounts.contains_key(&phone) {
+        return Err(not_found(format!("no account {phone}")));
+    }
+    let n = crate::appstate::apply_change(&mut w, &phone, &c)
+        .map_err(|e| bad_request(format!("{e:#}")))?;
+    Ok(Json(json!({"mutations": n})))
+}
+
+/// `GET /control/accounts/{phone}/chat-settings`: every chat's settings as
+/// the account's app state says (from the phone and from linked devices).
+pub async fn get_chat_settings(
+    State(sim): State<Sim>,
+    axum::extract::Path(phone): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let w = sim.world();
+    let a = w
+        .accounts
+        .get(&phone)
+        .ok_or_else(|| not_found(format!("no account {phone}")))?;
+    let versions: serde_json::Map<String, serde_json::Value> = a
+        .app_state
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v.version())))
+        .collect();
+    Ok(Json(
+        json!({"chats": a.chat_settings, "versions": versions}),
+    ))
 }

@@ -161,7 +161,16 @@ async fn handle_iq(c: &mut Conn, node: Node) -> Result<HandleFlow> {
         ("blocklist", _) => Some(iq_result(&id, vec![NodeBuilder::new("list").build()])),
         ("privacy", "privacy") => Some(iq_result(&id, vec![privacy_settings()])),
         ("usync", "usync") => Some(usync(c, &id, first.expect("first child exists"))),
-        ("w:sync:app:state", "sync") => Some(app_state(&id, first.expect("first child exists"))),
+        ("w:sync:app:state", "sync") => Some(match c.device.clone() {
+            Some((phone, dev)) => crate::appstate::sync(
+                &mut c.sim.world(),
+                &phone,
+                dev,
+                &id,
+                first.expect("first child exists"),
+            ),
+            None => app_state(&id, first.expect("first child exists")),
+        }),
         ("md", "remove-companion-device") => {
             remove_own_device(c);
             Some(iq_result(&id, vec![]))

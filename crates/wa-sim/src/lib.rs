@@ -5,6 +5,7 @@
 //! the same port plays the phone (scan a QR, confirm a pairing code), edits
 //! the number directory, injects faults and lists what was recorded.
 
+pub mod appstate;
 pub mod conn;
 pub mod control;
 pub mod groups;
@@ -50,6 +51,10 @@ pub fn app(sim: Sim) -> Router {
         .route(
             "/control/accounts/{phone}/history",
             put(control::put_history),
+        )
+        .route(
+            "/control/accounts/{phone}/chat-settings",
+            post(control::post_chat_settings).get(control::get_chat_settings),
         )
         .route("/control/people", post(people::create))
         .route("/control/people/{phone}/send", post(people::send))

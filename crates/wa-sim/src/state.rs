@@ -98,6 +98,12 @@ pub struct Account {
     pub receipts: Vec<serde_json::Value>,
     /// History the phone pushes to each newly linked device.
     pub history: Option<crate::history::History>,
+    /// App-state collections by name.
+    pub app_state: BTreeMap<String, crate::appstate::Collection>,
+    /// The chat settings the app state describes (decoded).
+    pub chat_settings: crate::appstate::ChatSettings,
+    /// The push name last written as `setting_pushName`.
+    pub synced_push_name: String,
 }
 
 /// Registration data a not-yet-paired client sent in its login payload.
@@ -322,6 +328,9 @@ impl World {
                 received: Vec::new(),
                 receipts: Vec::new(),
                 history: None,
+                app_state: BTreeMap::new(),
+                chat_settings: BTreeMap::new(),
+                synced_push_name: String::new(),
             }
         })
     }
