@@ -157,6 +157,16 @@ async fn handle_iq(c: &mut Conn, node: Node) -> Result<HandleFlow> {
                 .attr("hash", "sim")
                 .build()],
         )),
+        ("w:g2", _) if c.device.is_some() => {
+            let (phone, dev) = c.device.clone().expect("checked");
+            Some(crate::groups::handle_iq(
+                &mut c.sim.world(),
+                &phone,
+                dev,
+                &id,
+                &node,
+            ))
+        }
         ("w:m", "media_conn") => Some(crate::media::media_conn(&c.sim, &id)),
         ("blocklist", _) => Some(iq_result(&id, vec![NodeBuilder::new("list").build()])),
         ("privacy", "privacy") => Some(iq_result(&id, vec![privacy_settings()])),

@@ -57,6 +57,7 @@ pub fn app(sim: Sim) -> Router {
             post(control::post_chat_settings).get(control::get_chat_settings),
         )
         .route("/control/people", post(people::create))
+        .route("/control/groups", post(people::create_group))
         .route("/control/people/{phone}/send", post(people::send))
         .route("/control/people/{phone}/received", get(people::received))
         .route("/control/people/{phone}/receipts", get(people::receipts))

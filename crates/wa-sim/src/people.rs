@@ -403,3 +403,53 @@ pub async fn chatstate(
     let delivered = w.chatstates.last().map_or(0, |c| c.delivered_to);
     Ok(Json(json!({"delivered_to": delivered})))
 }
+
+#[derive(Deserialize)]
+pub struct NewGroup {
+    pub creator: String,
+    pub subject: String,
+    #[serde(default)]
+    pub participants: Vec<String>,
+    /// `pn` (default) or `lid`.
+    #[serde(default)]
+    pub addressing: Option<String>,
+}
+
+/// `POST /control/groups {"creator", "subject", "participants", "addressing"}`
+/// → 201 `{"jid"}`: a group created by a person or an account.
+pub async fn create_group(
+    State(sim): State<Sim>,
+    Json(req): Json<NewGroup>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let phone_of = |s: &str| split_jid(&chat_jid(s)).0.to_string();
+    let creator = phone_of(&req.creator);
+    valid_phone(&creator)?;
+    let lid_mode = match req.addressing.as_deref() {
+        None | Some("pn") => false,
+        Some("lid") => true,
+        Some(other) => {
+            return Err(bad_request(format!(
+                "addressing must be pn or lid, not {other:?}"
+            )))
+        }
+    };
+    let mut w = sim.world();
+    if !w.accounts.contains_key(&creator) {
+        return Err(not_found(format!("no person or account {creator}")));
+    }
+    let mut members = Vec::new();
+    for p in &req.participants {
+        let jid = chat_jid(p);
+        let phone = w
+            .resolve_jid(&jid)
+            .map(|(p, _, _)| p)
+            .ok_or_else(|| bad_request(format!("unknown participant {p}")))?;
+        valid_phone(&phone)?;
+        if !w.directory.contains_key(&phone) {
+            return Err(bad_request(format!("{phone} is not on WhatsApp")));
+        }
+        members.push(phone);
+    }
+    let g = crate::groups::create(&mut w, &creator, None, &req.subject, &members, lid_mode);
+    Ok((StatusCode::CREATED, Json(json!({"jid": g.jid()}))))
+}

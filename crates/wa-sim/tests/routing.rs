@@ -169,15 +169,21 @@ async fn chat_state_and_presence_are_routed_and_recorded() {
             |e| matches!(e, Event::Presence(p) if p.from.user == ALICE && !p.unavailable),
         )
         .await;
-    let pres = get(&sim, "/control/presences").await;
-    assert!(
-        pres["presences"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["kind"] == "available" && p["delivered_to"] == 1),
-        "{pres}"
-    );
+    // The client may already be available (and Bob's subscription answered
+    // with that), so wait for the record of the explicit change.
+    wait_json(
+        &sim,
+        "/control/presences",
+        "available delivered to bob",
+        |pres| {
+            pres["presences"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["kind"] == "available" && p["delivered_to"] == 1)
+        },
+    )
+    .await;
 
     alice.shutdown().await;
     bob.shutdown().await;
