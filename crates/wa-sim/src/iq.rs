@@ -452,7 +452,10 @@ async fn iq_response(c: &mut Conn, id: &str, node: &Node) -> Result<HandleFlow> 
         c.send_node(&nodes::stream_error(Some("515"), None)).await?;
         return Ok(close());
     }
-    Ok(keep())
+    // Refused: the device is not linked; tell it instead of going silent
+    // (a client would otherwise wait until its QR rotates).
+    c.send_node(&nodes::stream_error(Some("401"), None)).await?;
+    Ok(close())
 }
 
 fn privacy_settings() -> Node {

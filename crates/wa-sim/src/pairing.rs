@@ -93,8 +93,11 @@ pub fn build_device_identity(
 }
 
 /// Checks the identity the companion sent back in `<pair-device-sign>`:
-/// still carries our account signature, and its device signature verifies
-/// with the companion's identity key. Returns the key index.
+/// the details still carry our account signature, and the device signature
+/// verifies with the companion's identity key. The account key itself may
+/// be left out (whatsmeow and Baileys strip `accountSignatureKey` before
+/// sending; WhatsApp accepts that, it knows the account key); when present
+/// it must be ours. Returns the key index.
 pub fn verify_device_sign(
     signed_identity: &[u8],
     account_key: &KeyPair,
@@ -106,8 +109,24 @@ pub fn verify_device_sign(
         .as_deref()
         .ok_or_else(|| anyhow!("identity without details"))?;
     let account_pub = account_key.public_key.public_key_bytes();
-    if signed.account_signature_key.as_deref() != Some(account_pub) {
-        bail!("identity names another account key");
+    match signed.account_signature_key.as_deref() {
+        None | Some([]) => {}
+        Some(k) if k == account_pub => {}
+        Some(_) => bail!("identity names another account key"),
+    }
+    let account_sig = signed
+        .account_signature
+        .as_deref()
+        .ok_or_else(|| anyhow!("identity without account signature"))?;
+    let mut acct_msg = Vec::with_capacity(2 + details.len() + 32);
+    acct_msg.extend_from_slice(ADV_PREFIX_ACCOUNT_SIGNATURE);
+    acct_msg.extend_from_slice(details);
+    acct_msg.extend_from_slice(companion_identity_pub);
+    if !account_key
+        .public_key
+        .verify_signature(&acct_msg, account_sig)
+    {
+        bail!("account signature does not verify (details changed?)");
     }
     let device_sig = signed
         .device_signature
@@ -266,6 +285,26 @@ mod tests {
         assert_eq!(verify_device_sign(&back, &account, &cpub).unwrap(), 1);
         // A wrong companion key must not verify.
         assert!(verify_device_sign(&back, &account, &[1u8; 32]).is_err());
+        // whatsmeow and Baileys send it without the account key: accepted.
+        let mut stripped = signed.clone();
+        stripped.account_signature_key = None;
+        assert_eq!(
+            verify_device_sign(&stripped.encode_to_vec(), &account, &cpub).unwrap(),
+            1
+        );
+        // Another account's key, or changed details, are refused.
+        let other = KeyPair::generate(&mut rand::rng());
+        let mut foreign = signed.clone();
+        foreign.account_signature_key = Some(other.public_key.public_key_bytes().to_vec());
+        assert!(verify_device_sign(&foreign.encode_to_vec(), &account, &cpub).is_err());
+        let mut changed = stripped.clone();
+        let mut d = wa::ADVDeviceIdentity::decode_from_slice(&details).unwrap();
+        d.key_index = Some(9);
+        changed.details = Some(d.encode_to_vec());
+        assert!(verify_device_sign(&changed.encode_to_vec(), &account, &cpub).is_err());
+        let mut unsigned = stripped;
+        unsigned.device_signature = None;
+        assert!(verify_device_sign(&unsigned.encode_to_vec(), &account, &cpub).is_err());
     }
 
     #[test]
