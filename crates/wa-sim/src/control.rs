@@ -18,6 +18,12 @@ use crate::state::{ConfirmedCode, DeviceFaults, Outbound, PendingCode, PendingPa
 /// Errors are `{"error": {"code", "message"}}` with a matching status.
 pub struct ApiError(StatusCode, &'static str, String);
 
+impl ApiError {
+    pub fn message(&self) -> &str {
+        &self.2
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
@@ -654,4 +660,27 @@ pub async fn get_chat_settings(
     Ok(Json(
         json!({"chats": a.chat_settings, "versions": versions}),
     ))
+}
+
+/// `POST /control/scenario`: loads a scenario (the `--scenario` format).
+pub async fn post_scenario(
+    State(sim): State<Sim>,
+    Json(v): Json<serde_json::Value>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let s: crate::scenario::Scenario =
+        serde_json::from_value(v).map_err(|e| bad_request(format!("scenario: {e}")))?;
+    let summary = crate::scenario::load(&sim, s).map_err(|e| bad_request(format!("{e:#}")))?;
+    Ok(Json(summary))
+}
+
+/// `GET /control/stats`: routing counters (benchmarks).
+pub async fn stats(State(sim): State<Sim>) -> Json<serde_json::Value> {
+    let w = sim.world();
+    Json(json!({
+        "routed": w.routed,
+        "script_sent": w.script_sent,
+        "accounts": w.accounts.len(),
+        "groups": w.groups.len(),
+        "media_blobs": w.media.len(),
+    }))
 }

@@ -180,8 +180,9 @@ pub fn create(
     subject: &str,
     members: &[String],
     lid_mode: bool,
+    fixed_id: Option<String>,
 ) -> Group {
-    let id = new_group_id(w);
+    let id = fixed_id.unwrap_or_else(|| new_group_id(w));
     let mut participants = vec![Participant {
         phone: creator.to_string(),
         admin: Some("superadmin".into()),
@@ -312,7 +313,7 @@ pub fn handle_iq(w: &mut World, phone: &str, device: u16, id: &str, node: &Node)
                 .filter_map(|n| attr(n, "jid"))
                 .filter_map(|j| w.resolve_jid(&j).map(|(p, _, _)| p))
                 .collect();
-            let g = create(w, phone, Some(device), &subject, &members, false);
+            let g = create(w, phone, Some(device), &subject, &members, false, None);
             if let Some(d) = child(op, "description")
                 .and_then(|d| child(d, "body"))
                 .and_then(text)

@@ -18,6 +18,7 @@ pub mod pairing;
 pub mod people;
 pub mod phone;
 pub mod route;
+pub mod scenario;
 pub mod signal;
 pub mod state;
 
@@ -58,6 +59,8 @@ pub fn app(sim: Sim) -> Router {
         )
         .route("/control/people", post(people::create))
         .route("/control/groups", post(people::create_group))
+        .route("/control/scenario", post(control::post_scenario))
+        .route("/control/stats", get(control::stats))
         .route("/control/people/{phone}/send", post(people::send))
         .route("/control/people/{phone}/received", get(people::received))
         .route("/control/people/{phone}/receipts", get(people::receipts))

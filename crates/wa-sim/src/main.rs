@@ -15,6 +15,9 @@ struct Args {
     /// QR refs handed to each new device (WhatsApp: 6).
     #[arg(long, default_value_t = 6)]
     qr_refs: usize,
+    /// A scenario file (JSON, see the README) to load at start.
+    #[arg(long)]
+    scenario: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -34,6 +37,10 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let running = wa_sim::start(&args.listen.to_string(), config).await?;
+    if let Some(path) = &args.scenario {
+        let summary = wa_sim::scenario::load_file(&running.sim, path)?;
+        tracing::info!("scenario {} loaded: {summary}", path.display());
+    }
     tracing::info!(
         "wa-sim listening: websocket {} control {}/control",
         running.ws_url(),

@@ -76,6 +76,7 @@ pub struct ReactBody {
 }
 
 #[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
 pub struct SendBody {
     pub to: String,
     #[serde(default)]
@@ -450,6 +451,14 @@ pub async fn create_group(
         }
         members.push(phone);
     }
-    let g = crate::groups::create(&mut w, &creator, None, &req.subject, &members, lid_mode);
+    let g = crate::groups::create(
+        &mut w,
+        &creator,
+        None,
+        &req.subject,
+        &members,
+        lid_mode,
+        None,
+    );
     Ok((StatusCode::CREATED, Json(json!({"jid": g.jid()}))))
 }

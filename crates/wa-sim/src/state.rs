@@ -219,6 +219,8 @@ pub struct World {
     pub groups: BTreeMap<String, crate::groups::Group>,
     /// Every message the server routed (for the control API and benchmarks).
     pub routed: u64,
+    /// Script steps of loaded scenarios that ran.
+    pub script_sent: u64,
     /// Encrypted media blobs by direct path.
     pub media: HashMap<String, Vec<u8>>,
     /// The host the media-connection answer names (the simulator's own

@@ -78,3 +78,74 @@ async fn spawned_binary_pairs_a_client() {
     c.events.wait("Connected", WAIT, is_connected).await;
     c.shutdown().await;
 }
+
+/// `wa-sim --scenario FILE` loads the file at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_loads_a_scenario_file() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = std::env::temp_dir().join(format!("wa-sim-scenario-{port}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("demo.json");
+    std::fs::write(
+        &file,
+        json!({
+            "accounts": [{"phone": "15554100001", "name": "Demo",
+                "history": {"conversations": [{"chat": "15554100099", "messages": [
+                    {"from": "15554100099", "text": "hi", "timestamp": 1700000000}]}]}}],
+            "people": [{"phone": "15554100099", "name": "Pat"}],
+            "contacts": ["15554100050"],
+            "groups": [{"creator": "15554100099", "subject": "G", "participants": ["15554100001"]}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let _child = Spawned(
+        Command::new(env!("CARGO_BIN_EXE_wa-sim"))
+            .args(["--listen", &addr, "--scenario", file.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn wa-sim"),
+    );
+    let stats_url = format!("http://{addr}/control/stats");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let stats = loop {
+        let u = stats_url.clone();
+        let got = tokio::task::spawn_blocking(move || {
+            ureq::get(&u)
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
+        })
+        .await
+        .unwrap();
+        if let Some(v) = got {
+            break v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "wa-sim did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stats["groups"], 1, "{stats}");
+    assert_eq!(stats["accounts"], 2, "{stats}");
+    let dir_url = format!("http://{addr}/control/directory");
+    let directory = tokio::task::spawn_blocking(move || {
+        ureq::get(&dir_url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json::<serde_json::Value>()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(directory.to_string().contains("15554100050"), "{directory}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
