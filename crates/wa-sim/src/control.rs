@@ -523,7 +523,9 @@ pub struct FaultRequest {
     /// `PHONE:DEVICE@s.whatsapp.net` (or `PHONE:DEVICE`).
     pub jid: String,
     /// `close`, `restart` (515), `logout` (401), `replaced` (conflict),
-    /// `ignore_pings`, `answer_pings`, `ban` (refuse next logins with 402).
+    /// `ignore_pings`, `answer_pings`, `ban` (refuse next logins with 402),
+    /// `corrupt_messages` (the next `count` messages to the device arrive
+    /// undecryptable, so it sends retry receipts).
     pub kind: String,
     /// For `ban`: how many logins to refuse (default 1).
     #[serde(default)]
@@ -577,6 +579,13 @@ pub async fn fault(
             if let Some(c) = conn.and_then(|c| w.conns.get_mut(&c)) {
                 c.ignore_pings = on;
             }
+            conn.is_some()
+        }
+        "corrupt_messages" => {
+            w.faults
+                .entry((phone.clone(), dev))
+                .or_insert_with(DeviceFaults::default)
+                .corrupt_messages = req.count.unwrap_or(1);
             conn.is_some()
         }
         "ban" => {
@@ -679,6 +688,7 @@ pub async fn stats(State(sim): State<Sim>) -> Json<serde_json::Value> {
     Json(json!({
         "routed": w.routed,
         "script_sent": w.script_sent,
+        "retry_receipts": w.retry_receipts,
         "accounts": w.accounts.len(),
         "groups": w.groups.len(),
         "media_blobs": w.media.len(),

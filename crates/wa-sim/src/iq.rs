@@ -170,6 +170,8 @@ async fn handle_iq(c: &mut Conn, node: Node) -> Result<HandleFlow> {
         ("w:m", "media_conn") => Some(crate::media::media_conn(&c.sim, &id)),
         ("blocklist", _) => Some(iq_result(&id, vec![NodeBuilder::new("list").build()])),
         ("privacy", "privacy") => Some(iq_result(&id, vec![privacy_settings()])),
+        // Trusted-contact tokens the client issues after messaging someone.
+        ("privacy", "tokens") => Some(iq_result(&id, vec![])),
         ("usync", "usync") => Some(usync(c, &id, first.expect("first child exists"))),
         ("w:sync:app:state", "sync") => Some(match c.device.clone() {
             Some((phone, dev)) => crate::appstate::sync(

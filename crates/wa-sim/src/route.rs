@@ -32,7 +32,12 @@ pub fn deliver(w: &mut World, phone: &str, dev: u16, node: Node) -> bool {
         return false;
     }
     let key = (phone.to_string(), dev);
+    let mut node = node;
     if node.tag == "message" {
+        if let Some(f) = w.faults.get_mut(&key).filter(|f| f.corrupt_messages > 0) {
+            f.corrupt_messages -= 1;
+            corrupt(&mut node);
+        }
         let id = attr(&node, "id").unwrap_or_default();
         w.unacked
             .entry(key.clone())
@@ -48,6 +53,19 @@ pub fn deliver(w: &mut World, phone: &str, dev: u16, node: Node) -> bool {
         }
     }
     true
+}
+
+/// Flips the last byte of the first `<enc>` (its MAC): undecryptable.
+fn corrupt(node: &mut Node) {
+    if let Some(wacore_binary::NodeContent::Nodes(kids)) = node.content.as_mut() {
+        if let Some(enc) = kids.iter_mut().find(|k| k.tag == "enc") {
+            if let Some(wacore_binary::NodeContent::Bytes(b)) = enc.content.as_mut() {
+                if let Some(last) = b.last_mut() {
+                    *last ^= 0x55;
+                }
+            }
+        }
+    }
 }
 
 /// The client acknowledged a stanza we delivered: stop keeping it.
@@ -266,6 +284,9 @@ pub fn route_receipt(w: &mut World, sender: (&str, u16), node: &Node) {
     // every device of the original sender (each shows the ticks).
     let kind = attr(node, "type").unwrap_or_default();
     let explicit_device = target_jid.contains(':') && kind.contains("retry");
+    if kind == "retry" {
+        w.retry_receipts += 1;
+    }
     let mut b = NodeBuilder::new("receipt").attr("id", id).attr(
         "t",
         attr(node, "t").unwrap_or_else(|| now_secs().to_string()),

@@ -167,6 +167,9 @@ pub struct DeviceFaults {
     pub ban_logins: u32,
     /// Stop answering keepalive pings.
     pub ignore_pings: bool,
+    /// Corrupt the ciphertext of this many upcoming messages to the device
+    /// (it cannot decrypt them and must ask the sender with a retry receipt).
+    pub corrupt_messages: u32,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -221,6 +224,8 @@ pub struct World {
     pub routed: u64,
     /// Script steps of loaded scenarios that ran.
     pub script_sent: u64,
+    /// Retry receipts routed (a device could not decrypt).
+    pub retry_receipts: u64,
     /// Encrypted media blobs by direct path.
     pub media: HashMap<String, Vec<u8>>,
     /// The host the media-connection answer names (the simulator's own

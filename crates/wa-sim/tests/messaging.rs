@@ -166,3 +166,136 @@ async fn offline_messages_arrive_at_next_login() {
     alice.shutdown().await;
     bob.shutdown().await;
 }
+
+/// A device that cannot decrypt a message sends a retry receipt; the
+/// server routes it to the sender's device, which sends the message again,
+/// and the recipient gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_receipt_gets_the_message_resent() {
+    let sim = sim().await;
+    let alice = paired_client(&sim, ALICE, "Alice").await;
+    let bob = paired_client(&sim, BOB, "Bob").await;
+    alice.client.send_text(Jid::pn(BOB), "clear").await.unwrap();
+    wait_text(&bob, "clear").await;
+    // Bob's answer completes the session: Alice's next one is a plain
+    // `msg`, whose last bytes are its MAC (what the fault flips).
+    bob.client.send_text(Jid::pn(ALICE), "ok").await.unwrap();
+    wait_text(&alice, "ok").await;
+    let (status, body) = post(
+        &sim,
+        "/control/fault",
+        serde_json::json!({"jid": format!("{BOB}:1@s.whatsapp.net"), "kind": "corrupt_messages", "count": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let id = alice
+        .client
+        .send_text(Jid::pn(BOB), "garbled then resent")
+        .await
+        .unwrap()
+        .message_id;
+    let m = wait_text(&bob, "garbled then resent").await;
+    assert_eq!(m.info.id, id);
+    let stats = get(&sim, "/control/stats").await;
+    assert!(stats["retry_receipts"].as_u64().unwrap() >= 1, "{stats}");
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
+
+/// An image and a document one client uploads to the simulator are
+/// downloaded and decrypted by the other byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_media_reaches_the_other_client() {
+    use whatsapp_rust::download::MediaType;
+    use whatsapp_rust::upload::UploadOptions;
+    use whatsapp_rust::waproto::buffa::MessageField;
+    use whatsapp_rust::waproto::whatsapp as wa;
+    let sim = sim().await;
+    let alice = paired_client(&sim, ALICE, "Alice").await;
+    let bob = paired_client(&sim, BOB, "Bob").await;
+    let image: Vec<u8> = (0..70_000u32).map(|i| (i * 13 % 256) as u8).collect();
+    let doc: Vec<u8> = b"quarterly numbers\n".repeat(2000);
+
+    let up = alice
+        .client
+        .upload(image.clone(), MediaType::Image, UploadOptions::default())
+        .await
+        .expect("upload image");
+    let img = wa::message::ImageMessage {
+        url: Some(up.url),
+        direct_path: Some(up.direct_path),
+        media_key: Some(up.media_key.to_vec()),
+        file_enc_sha256: Some(up.file_enc_sha256.to_vec()),
+        file_sha256: Some(up.file_sha256.to_vec()),
+        file_length: Some(up.file_length),
+        mimetype: Some("image/png".into()),
+        ..Default::default()
+    };
+    alice
+        .client
+        .send_message(
+            Jid::pn(BOB),
+            wa::Message {
+                image_message: MessageField::some(img),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let up = alice
+        .client
+        .upload(doc.clone(), MediaType::Document, UploadOptions::default())
+        .await
+        .expect("upload document");
+    let d = wa::message::DocumentMessage {
+        url: Some(up.url),
+        direct_path: Some(up.direct_path),
+        media_key: Some(up.media_key.to_vec()),
+        file_enc_sha256: Some(up.file_enc_sha256.to_vec()),
+        file_sha256: Some(up.file_sha256.to_vec()),
+        file_length: Some(up.file_length),
+        mimetype: Some("text/plain".into()),
+        file_name: Some("numbers.txt".into()),
+        ..Default::default()
+    };
+    alice
+        .client
+        .send_message(
+            Jid::pn(BOB),
+            wa::Message {
+                document_message: MessageField::some(d),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    let ev = bob
+        .events
+        .wait("image", WAIT, |e| {
+            e.messages().any(|m| m.message.image_message.is_set())
+        })
+        .await;
+    let got = ev
+        .messages()
+        .find_map(|m| m.message.image_message.as_option().cloned())
+        .unwrap();
+    assert_eq!(
+        bob.client.download(&got).await.expect("download image"),
+        image
+    );
+    let ev = bob
+        .events
+        .wait("document", WAIT, |e| {
+            e.messages().any(|m| m.message.document_message.is_set())
+        })
+        .await;
+    let got = ev
+        .messages()
+        .find_map(|m| m.message.document_message.as_option().cloned())
+        .unwrap();
+    assert_eq!(got.file_name.as_deref(), Some("numbers.txt"));
+    assert_eq!(bob.client.download(&got).await.expect("download doc"), doc);
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
