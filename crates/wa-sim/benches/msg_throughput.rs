@@ -4,9 +4,10 @@
 //!  1. between the pairs (each client sends M texts to its partner while
 //!     the partner does the same), and
 //!  2. from P simulated people (scenario scripts, no client involved) to
-//!     the clients,
-//! counting a message once it was decrypted by the receiving client. Also
-//! reports the simulator's resident memory.
+//!     the clients.
+//!
+//! A message counts once the receiving client decrypted it. Also reports
+//! the simulator's resident memory.
 //!
 //! `cargo bench -p wa-sim --bench msg_throughput -- --pairs 100 --messages 20 --people 20 --per-person 50`
 
