@@ -131,9 +131,15 @@ pub fn route_group_message(
                 .attr("id", id.to_string())
                 .attr("t", t.to_string())
                 .attr("addressing_mode", if lid { "lid" } else { "pn" });
-            // In LID mode members see each other by LID only.
+            // In LID mode members see each other by LID only, unless they
+            // have another reason to know the number (a 1:1 exchange).
             if !lid {
                 b = b.attr("participant_lid", w.jid_of(sphone, 0, true));
+            } else if w
+                .knows
+                .contains(&(member.phone.clone(), sphone.to_string()))
+            {
+                b = b.attr("participant_pn", w.jid_of(sphone, 0, false));
             }
             for a in ["type", "edit", "mediatype"] {
                 if let Some(v) = attr(node, a) {
@@ -237,7 +243,7 @@ pub fn group_node(w: &World, g: &Group, viewer: &str) -> Node {
                 b = b.attr("type", a.clone());
             }
             if lid {
-                if p.phone == viewer {
+                if p.phone == viewer || w.knows.contains(&(viewer.to_string(), p.phone.clone())) {
                     b = b.attr("phone_number", w.jid_of(&p.phone, 0, false));
                 }
             } else {

@@ -203,6 +203,11 @@ pub fn route_message(w: &mut World, sender: (&str, u16), node: &Node) -> Routed 
         targets.push((target.clone(), target_dev, to_lid, direct));
     }
     let recipient = w.jid_of(&target, 0, to_lid);
+    if target != sender.0 {
+        // A 1:1 exchange: each side now has a reason to know the other's number.
+        w.knows.insert((target.clone(), sender.0.to_string()));
+        w.knows.insert((sender.0.to_string(), target.clone()));
+    }
     let mut delivered = 0;
     for (p, d, lid, encs) in targets {
         if p == sphone && d == sdev {

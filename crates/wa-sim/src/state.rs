@@ -226,6 +226,9 @@ pub struct World {
     pub script_sent: u64,
     /// Retry receipts routed (a device could not decrypt).
     pub retry_receipts: u64,
+    /// `(viewer, other)`: `viewer` has a reason to know `other`'s number
+    /// (they exchanged 1:1 messages), so LID-mode groups show it.
+    pub knows: std::collections::HashSet<(String, String)>,
     /// Encrypted media blobs by direct path.
     pub media: HashMap<String, Vec<u8>>,
     /// The host the media-connection answer names (the simulator's own

@@ -115,32 +115,6 @@ async fn ban_refuses_next_login_with_temporary_ban() {
     c.shutdown().await;
 }
 
-/// Unanswered pings: the client declares the socket dead and closes it;
-/// once pings are answered again it reconnects and reaches Connected.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unanswered_pings_make_client_reconnect() {
-    let sim = sim().await;
-    let c = paired_client(&sim, "15551000006", "Pings").await;
-    let d = c.client.persistence_manager().get_device_snapshot();
-    let pn = d.pn.clone().expect("paired");
-    let jid = device_jid(&c);
-    let first = conn_ids(&sim, &pn.user, pn.device);
-    assert_eq!(first.len(), 1);
-    let before = c.events.count(is_connected);
-    fault(&sim, &jid, "ignore_pings").await;
-    wait_until(
-        "the client gives up on the silent socket",
-        Duration::from_secs(150),
-        || !conn_ids(&sim, &pn.user, pn.device).contains(&first[0]),
-    )
-    .await;
-    fault(&sim, &jid, "answer_pings").await;
-    c.events
-        .wait_nth("Connected again", before + 1, WAIT, is_connected)
-        .await;
-    c.shutdown().await;
-}
-
 /// The fault endpoint validates its input.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_requests_are_validated() {

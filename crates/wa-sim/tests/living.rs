@@ -121,3 +121,36 @@ async fn unknown_queries_are_logged() {
     assert!(text.contains("w:profile:picture"), "{text}");
     c.shutdown().await;
 }
+
+/// (Here rather than in `faults.rs`: it waits on the client's keepalive
+/// timers, so it runs in parallel with the other timer-bound tests.)
+async fn ping_fault(sim: &wa_sim::Running, jid: &str, kind: &str) {
+    let (status, body) = post(sim, "/control/fault", json!({"jid": jid, "kind": kind})).await;
+    assert_eq!(status, 200, "fault {kind}: {body}");
+}
+
+/// Unanswered pings: the client declares the socket dead and closes it;
+/// once pings are answered again it reconnects and reaches Connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_pings_make_client_reconnect() {
+    let sim = sim().await;
+    let c = paired_client(&sim, "15551000006", "Pings").await;
+    let d = c.client.persistence_manager().get_device_snapshot();
+    let pn = d.pn.clone().expect("paired");
+    let jid = format!("{}:{}@s.whatsapp.net", pn.user, pn.device);
+    let first = conn_ids(&sim, &pn.user, pn.device);
+    assert_eq!(first.len(), 1);
+    let before = c.events.count(is_connected);
+    ping_fault(&sim, &jid, "ignore_pings").await;
+    wait_until(
+        "the client gives up on the silent socket",
+        Duration::from_secs(150),
+        || !conn_ids(&sim, &pn.user, pn.device).contains(&first[0]),
+    )
+    .await;
+    ping_fault(&sim, &jid, "answer_pings").await;
+    c.events
+        .wait_nth("Connected again", before + 1, WAIT, is_connected)
+        .await;
+    c.shutdown().await;
+}
