@@ -9,7 +9,7 @@
 //! A message counts once the receiving client decrypted it. Also reports
 //! the simulator's resident memory.
 //!
-//! `cargo bench -p wa-sim --bench msg_throughput -- --pairs 100 --messages 20 --people 20 --per-person 50`
+//! `cargo bench -p wa-sim --bench msg_throughput -- --pairs 100 --messages 20 --people 20 --per-person 50 --fanout 5`
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,6 +28,9 @@ struct Args {
     messages: usize,
     people: usize,
     per_person: usize,
+    /// How many distinct clients each person writes to (the first message
+    /// to each opens a Signal session with X3DH on both ends).
+    fanout: usize,
     concurrency: usize,
 }
 
@@ -37,6 +40,7 @@ fn args() -> Args {
         messages: 20,
         people: 20,
         per_person: 50,
+        fanout: 5,
         concurrency: 100,
     };
     let mut it = std::env::args().skip(1);
@@ -47,6 +51,7 @@ fn args() -> Args {
             "--messages" => a.messages = num(a.messages),
             "--people" => a.people = num(a.people),
             "--per-person" => a.per_person = num(a.per_person),
+            "--fanout" => a.fanout = num(a.fanout),
             "--concurrency" => a.concurrency = num(a.concurrency),
             _ => {}
         }
@@ -272,7 +277,7 @@ async fn main() {
         let phone = format!("4472{p:08}");
         let script: Vec<_> = (0..a.per_person)
             .map(|k| {
-                let to = &clients[(p + k) % clients.len()].phone;
+                let to = &clients[(p + k % a.fanout.max(1)) % clients.len()].phone;
                 serde_json::json!({"at": 0, "from": phone, "to": to, "text": format!("from person {p} #{k}")})
             })
             .collect();
@@ -287,8 +292,9 @@ async fn main() {
     let ok = wait_count(&received, before + total, Duration::from_secs(600)).await;
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "people→clients: {total} messages from {} simulated people, all decrypted by the clients in {secs:.2} s: {:.0} msg/s{}",
+        "people→clients: {total} messages from {} simulated people (each to {} clients), all decrypted by the clients in {secs:.2} s: {:.0} msg/s{}",
         a.people,
+        a.fanout,
         total as f64 / secs,
         if ok { "" } else { " (INCOMPLETE)" }
     );

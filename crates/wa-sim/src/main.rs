@@ -15,6 +15,9 @@ struct Args {
     /// QR refs handed to each new device (WhatsApp: 6).
     #[arg(long, default_value_t = 6)]
     qr_refs: usize,
+    /// Received messages and receipts each phone keeps for the control API.
+    #[arg(long, default_value_t = 10_000)]
+    keep_received: usize,
     /// A scenario file (JSON, see the README) to load at start.
     #[arg(long)]
     scenario: Option<std::path::PathBuf>,
@@ -34,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = wa_sim::SimConfig {
         qr_refs: args.qr_refs,
+        keep_received: args.keep_received,
         ..Default::default()
     };
     let running = wa_sim::start(&args.listen.to_string(), config).await?;

@@ -810,6 +810,7 @@ impl Phone {
         debug!(phone = %self.phone, "phone received {entry:?}");
         let mut w = sim.world();
         if let Some(a) = w.accounts.get_mut(&self.phone) {
+            trim(&mut a.received, sim.config().keep_received, 1);
             a.received.push(Value::Object(entry));
         }
         // Delivery receipt, as a phone sends once it has the message.
@@ -838,6 +839,14 @@ impl Phone {
         }
         crate::route::route_receipt(&mut w, (&self.phone, 0), &b.build());
         Ok(())
+    }
+}
+
+/// Makes room for `adding` more entries under `keep`.
+fn trim(list: &mut Vec<Value>, keep: usize, adding: usize) {
+    let over = (list.len() + adding).saturating_sub(keep.max(1));
+    if over > 0 {
+        list.drain(..over.min(list.len()));
     }
 }
 

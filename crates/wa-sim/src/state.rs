@@ -20,6 +20,9 @@ pub struct SimConfig {
     pub qr_refs: usize,
     /// Pre-keys the server claims to hold before the client uploads any.
     pub initial_prekey_count: u32,
+    /// How many received messages and receipts each phone keeps for the
+    /// control API (oldest dropped first).
+    pub keep_received: usize,
 }
 
 impl Default for SimConfig {
@@ -27,6 +30,7 @@ impl Default for SimConfig {
         Self {
             qr_refs: 6,
             initial_prekey_count: 0,
+            keep_received: 10_000,
         }
     }
 }
