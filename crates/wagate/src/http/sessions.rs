@@ -316,6 +316,14 @@ pub async fn session_action(
         }
         Action::Logout => {
             st.engine().logout(&sid).await?;
+            // The device is unlinked: its keys are of no further use. The stored copy stays.
+            store
+                .key_store(&sid.to_string())
+                .delete_all()
+                .await
+                .map_err(|e| {
+                    ApiError::Internal(anyhow::anyhow!("deleting the session's keys: {e}"))
+                })?;
             store
                 .set_session_status(
                     &sid,

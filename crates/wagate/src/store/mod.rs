@@ -17,6 +17,7 @@
 //! SQLite busy) are retried. Outbox events are written in the same transaction as the change.
 
 pub mod ingest;
+pub mod keys;
 pub mod records;
 
 mod api;
@@ -301,6 +302,13 @@ fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
         None => "mode=rwc".to_owned(),
     };
     Ok(format!("sqlite://{path}?{query}"))
+}
+
+/// A `LIKE ... ESCAPE '\'` pattern for text starting with `prefix`.
+pub(crate) fn like_prefix(prefix: &str) -> String {
+    let mut p = like_contains(prefix);
+    p.remove(0);
+    p
 }
 
 /// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern and wraps it in `%`.

@@ -11,6 +11,7 @@ mod contacts;
 mod errors;
 mod events;
 mod ingest;
+mod keystore;
 mod messages;
 mod openapi;
 mod privacy;
