@@ -558,6 +558,7 @@ pub async fn fault(
             if let Some(a) = w.accounts.get_mut(&phone) {
                 a.devices.remove(&dev);
             }
+            crate::route::device_notification(&mut w, &phone, dev, false);
             match conn {
                 Some(c) => w.send(
                     c,

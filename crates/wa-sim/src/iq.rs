@@ -383,6 +383,7 @@ fn remove_own_device(c: &Conn) {
         if let Some(a) = w.accounts.get_mut(phone) {
             a.devices.remove(dev);
         }
+        crate::route::device_notification(&mut w, phone, *dev, false);
         info!(conn = c.id, "device {phone}:{dev} logged out by the client");
     }
 }
@@ -451,6 +452,7 @@ async fn iq_response(c: &mut Conn, id: &str, node: &Node) -> Result<HandleFlow> 
             conn = c.id,
             "paired {}:{}; restarting stream", p.phone, p.device
         );
+        crate::route::device_notification(&mut c.sim.world(), &p.phone, p.device, true);
         c.send_node(&nodes::stream_error(Some("515"), None)).await?;
         return Ok(close());
     }
@@ -498,7 +500,7 @@ fn app_state(id: &str, sync: &Node) -> Node {
 
 /// The account's signed list of valid companion key indexes
 /// (`ADVSignedKeyIndexList`), which clients require next to companions.
-fn key_index_list(a: &crate::state::Account) -> Node {
+pub(crate) fn key_index_list(a: &crate::state::Account) -> Node {
     use waproto::buffa::Message as _;
     let indexes: Vec<u32> = a.devices.values().map(|d| d.key_index).collect();
     let ts = now_secs();

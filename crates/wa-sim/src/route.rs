@@ -336,3 +336,50 @@ pub fn route_receipt(w: &mut World, sender: (&str, u16), node: &Node) {
         }
     }
 }
+
+/// `<notification type="devices">`: `phone` linked (or removed) `device`.
+/// Goes to the account's other devices and to every account that exchanged
+/// messages with it, so their device lists (and fan-outs) stay current.
+pub fn device_notification(w: &mut World, phone: &str, device: u16, added: bool) {
+    let Some(a) = w.accounts.get(phone) else {
+        return;
+    };
+    let kil = crate::iq::key_index_list(a);
+    let mut dev = NodeBuilder::new("device").attr("jid", w.jid_of(phone, device, false));
+    if let Some(d) = a.devices.get(&device) {
+        dev = dev.attr("key-index", d.key_index.to_string());
+    }
+    let op = NodeBuilder::new(if added { "add" } else { "remove" })
+        .children([dev.build(), kil])
+        .build();
+    let n = NodeBuilder::new("notification")
+        .attr("from", w.jid_of(phone, 0, false))
+        .attr("lid", w.jid_of(phone, 0, true))
+        .attr("type", "devices")
+        .attr("id", crate::iq::random_id())
+        .attr("t", now_secs().to_string())
+        .children([op])
+        .build();
+    let mut targets: Vec<String> = w
+        .knows
+        .iter()
+        .filter(|(viewer, other)| other == phone && viewer != phone)
+        .map(|(viewer, _)| viewer.clone())
+        .collect();
+    targets.sort();
+    targets.dedup();
+    targets.push(phone.to_string());
+    for t in targets {
+        let devices: Vec<u16> = w
+            .accounts
+            .get(&t)
+            .map(|a| a.devices.keys().copied().collect())
+            .unwrap_or_default();
+        for d in devices {
+            if t == phone && d == device {
+                continue;
+            }
+            deliver(w, &t, d, n.clone());
+        }
+    }
+}

@@ -299,3 +299,38 @@ async fn client_media_reaches_the_other_client() {
     alice.shutdown().await;
     bob.shutdown().await;
 }
+
+/// A message reaches every device of the recipient and the sender's other
+/// devices (as the sender's own message, in the chat with the recipient).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_device_of_both_sides_gets_the_message() {
+    let sim = sim().await;
+    let alice1 = paired_client(&sim, ALICE, "Alice").await;
+    let alice2 = paired_client(&sim, ALICE, "Alice").await;
+    let bob1 = paired_client(&sim, BOB, "Bob").await;
+    let bob2 = paired_client(&sim, BOB, "Bob").await;
+    let id = alice1
+        .client
+        .send_text(Jid::pn(BOB), "to all your devices")
+        .await
+        .unwrap()
+        .message_id;
+    for b in [&bob1, &bob2] {
+        let m = wait_text(b, "to all your devices").await;
+        assert_eq!(m.info.id, id);
+        assert!(!m.info.source.is_from_me);
+    }
+    let mine = wait_text(&alice2, "to all your devices").await;
+    assert!(mine.info.source.is_from_me, "the sender's other device");
+    assert_eq!(mine.info.source.chat.user, BOB);
+    // Both phones got it too (the recipient's, and the sender's own).
+    for phone in [BOB, ALICE] {
+        person_received(&sim, phone, "the phone's copy", |m| {
+            m["text"] == "to all your devices"
+        })
+        .await;
+    }
+    for c in [alice1, alice2, bob1, bob2] {
+        c.shutdown().await;
+    }
+}
