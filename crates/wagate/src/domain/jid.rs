@@ -117,14 +117,22 @@ impl Jid {
     }
 }
 
+impl Jid {
+    /// The accepted forms as an ECMA-262 pattern, for the OpenAPI document; a unit test keeps it
+    /// equal to the parser.
+    pub const PATTERN: &'static str = "^([0-9]{1,32}@(s\\.whatsapp\\.net|c\\.us|lid|newsletter)|[0-9]{1,32}(-[0-9]{1,32})?@g\\.us|([0-9]{1,32}|status)@broadcast)$";
+    /// Group JIDs only.
+    pub const GROUP_PATTERN: &'static str = "^[0-9]{1,32}(-[0-9]{1,32})?@g\\.us$";
+}
+
 impl FromStr for Jid {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || {
             format!("`{s}` is not a valid chat JID (expected e.g. 6281234567890@s.whatsapp.net or 123-456@g.us)")
         };
-        let (user, server) = s.trim().split_once('@').ok_or_else(bad)?;
-        let server = match server.to_ascii_lowercase().as_str() {
+        let (user, server) = s.split_once('@').ok_or_else(bad)?;
+        let server = match server {
             "s.whatsapp.net" | "c.us" => Server::User,
             "lid" => Server::Lid,
             "g.us" => Server::Group,
@@ -196,8 +204,61 @@ mod tests {
             "1-2-3@g.us",
             "12:3@s.whatsapp.net",
             "status@g.us",
+            " 1@s.whatsapp.net",
+            "1@S.WHATSAPP.NET",
+            "1@s.whatsapp.net\n",
         ] {
             assert!(bad.parse::<Jid>().is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn pattern_agrees_with_parser() {
+        let re = regex::Regex::new(Jid::PATTERN).unwrap();
+        let group = regex::Regex::new(Jid::GROUP_PATTERN).unwrap();
+        let mut samples: Vec<String> = [
+            "1@s.whatsapp.net",
+            "1@c.us",
+            "1@lid",
+            "1@newsletter",
+            "1@g.us",
+            "1-2@g.us",
+            "1@broadcast",
+            "status@broadcast",
+            "x@lid",
+            "1@x",
+            "1-@g.us",
+            "-1@g.us",
+            "1-2@lid",
+            "status@lid",
+            "@lid",
+            "1@",
+            "1",
+            "",
+            "1@@lid",
+            "1@lid@lid",
+            "1.0@lid",
+            "1:2@lid",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        samples.push(format!("{}@lid", "9".repeat(32)));
+        samples.push(format!("{}@lid", "9".repeat(33)));
+        samples.push(format!("1-{}@g.us", "9".repeat(33)));
+        for c in (0u8..128).map(char::from) {
+            samples.push(format!("1{c}@lid"));
+            samples.push(format!("{c}1@g.us"));
+            samples.push(format!("1@lid{c}"));
+        }
+        for s in samples {
+            let parsed = s.parse::<Jid>();
+            assert_eq!(re.is_match(&s), parsed.is_ok(), "{s:?}");
+            assert_eq!(
+                group.is_match(&s),
+                parsed.is_ok_and(|j| j.is_group()),
+                "{s:?}"
+            );
         }
     }
 

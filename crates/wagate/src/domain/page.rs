@@ -1,8 +1,5 @@
 //! Pagination parameters: the clamped page size and the opaque keyset cursor.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-
 /// A page size, clamped to 1–200; omitted or 0 means 50.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit(u32);
@@ -19,7 +16,7 @@ impl Limit {
     /// A page size in 1..=`max`: omitted or 0 gives `default`, other numbers are clamped to the
     /// nearest bound (however large), anything but an integer is an error.
     pub fn parse_range(raw: Option<&str>, default: u32, max: u32) -> Result<u32, String> {
-        let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
+        let Some(raw) = raw else {
             return Ok(default);
         };
         let digits = raw.strip_prefix(['-', '+']).unwrap_or(raw);
@@ -53,8 +50,10 @@ impl Default for Limit {
 
 /// A keyset position: the sort key values of the last row of the previous page.
 ///
-/// Encoded as URL-safe base64 of `<kind>:<v1>:<v2>...`; the kind tag keeps a chats cursor from
-/// being accepted by the messages list.
+/// Written as `<kind>.<v1>.<v2>...` with decimal keys: clients treat it as opaque, and because
+/// it is a regular language the OpenAPI document can give its exact pattern (see
+/// [`Cursor::pattern`]), so any string a client or fuzzer draws from that pattern is a valid
+/// position. The kind tag keeps a chats cursor from being accepted by the messages list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
     pub kind: char,
@@ -70,28 +69,39 @@ impl Cursor {
         let mut s = String::new();
         s.push(self.kind);
         for k in &self.keys {
-            s.push(':');
+            s.push('.');
             s.push_str(&k.to_string());
         }
-        URL_SAFE_NO_PAD.encode(s)
+        s
     }
 
-    /// Decodes a cursor that must be of `kind` with exactly `arity` keys.
+    /// The cursors [`Cursor::decode`] accepts for `kind` and `arity`, plus the empty string
+    /// (first page), as an ECMA-262 pattern.
+    pub fn pattern(kind: char, arity: usize) -> String {
+        format!("^({kind}(\\.-?[0-9]{{1,19}}){{{arity}}})?$")
+    }
+
+    /// Decodes a cursor that must be of `kind` with exactly `arity` keys. A key beyond the
+    /// 64-bit range is a position past every row in that direction, so it saturates.
     pub fn decode(raw: &str, kind: char, arity: usize) -> Result<Self, String> {
         let bad = || "the cursor is not one this endpoint issued".to_owned();
-        let bytes = URL_SAFE_NO_PAD
-            .decode(raw.trim_end_matches('='))
-            .map_err(|_| bad())?;
-        let text = String::from_utf8(bytes).map_err(|_| bad())?;
-        let mut parts = text.split(':');
-        let tag = parts.next().ok_or_else(bad)?;
-        if tag.len() != 1 || !tag.starts_with(kind) {
+        let mut parts = raw.split('.');
+        if parts.next() != Some(kind.encode_utf8(&mut [0; 4])) {
             return Err(bad());
         }
         let keys = parts
-            .map(|p| p.parse::<i64>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| bad())?;
+            .map(|p| {
+                let digits = p.strip_prefix('-').unwrap_or(p);
+                if digits.is_empty()
+                    || digits.len() > 19
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err(bad());
+                }
+                let n: i128 = p.parse().map_err(|_| bad())?;
+                Ok(n.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         if keys.len() != arity {
             return Err(bad());
         }
@@ -123,6 +133,8 @@ mod tests {
         );
         assert!(Limit::parse(Some("1e3")).is_err());
         assert!(Limit::parse(Some("-")).is_err());
+        assert!(Limit::parse(Some("")).is_err());
+        assert!(Limit::parse(Some(" 5")).is_err());
     }
 
     #[test]
@@ -133,5 +145,43 @@ mod tests {
         assert!(Cursor::decode(&c.encode(), 'm', 3).is_err());
         assert!(Cursor::decode("!!!", 'm', 2).is_err());
         assert!(Cursor::decode("", 'm', 2).is_err());
+        let max = Cursor::decode("m.9999999999999999999.-9999999999999999999", 'm', 2).unwrap();
+        assert_eq!(max.keys, vec![i64::MAX, i64::MIN]);
+        let edge = Cursor::new('c', vec![1, i64::MIN, i64::MAX]);
+        assert_eq!(Cursor::decode(&edge.encode(), 'c', 3).unwrap(), edge);
+    }
+
+    #[test]
+    fn cursor_pattern_agrees_with_decoder() {
+        let re = regex::Regex::new(&Cursor::pattern('m', 2)).unwrap();
+        let mut samples: Vec<String> = [
+            "m.1.2",
+            "m.-1.-2",
+            "m.1",
+            "m.1.2.3",
+            "c.1.2",
+            "m..2",
+            "m.1.",
+            ".1.2",
+            "m1.2",
+            "m.--1.2",
+            "m.+1.2",
+            "m.1.2 ",
+            "m.01.002",
+            "m.9999999999999999999.1",
+            "m.99999999999999999999.1",
+            "mm.1.2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for c in (0u8..128).map(char::from) {
+            samples.push(format!("m.1{c}.2"));
+            samples.push(format!("{c}.1.2"));
+        }
+        for s in samples {
+            assert_eq!(re.is_match(&s), Cursor::decode(&s, 'm', 2).is_ok(), "{s:?}");
+        }
+        assert!(re.is_match(""), "the empty cursor means the first page");
     }
 }

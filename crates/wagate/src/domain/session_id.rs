@@ -7,6 +7,10 @@ use std::str::FromStr;
 pub struct SessionId(ulid::Ulid);
 
 impl SessionId {
+    /// What the parser accepts, as an ECMA-262 pattern for the OpenAPI document (Crockford
+    /// base32 without I, L, O, U, either case; a unit test keeps the two equal).
+    pub const PATTERN: &'static str = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$";
+
     pub fn new() -> Self {
         SessionId(ulid::Ulid::new())
     }
@@ -54,5 +58,20 @@ mod tests {
         assert!("".parse::<SessionId>().is_err());
         assert!("ZZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<SessionId>().is_err());
         assert!("01UUUUUUUUUUUUUUUUUUUUUUUU".parse::<SessionId>().is_err());
+    }
+
+    #[test]
+    fn pattern_agrees_with_parser() {
+        let re = regex::Regex::new(SessionId::PATTERN).unwrap();
+        let base = "01HZX3K5M7P9R1T3V5W7Y9A1C3";
+        let mut samples = vec![base.to_owned(), String::new(), base[1..].to_owned()];
+        samples.push(format!("{base}0"));
+        for c in (0u8..128).map(char::from) {
+            samples.push(format!("{c}{}", &base[1..]));
+            samples.push(format!("{}{c}", &base[..25]));
+        }
+        for s in samples {
+            assert_eq!(re.is_match(&s), s.parse::<SessionId>().is_ok(), "{s:?}");
+        }
     }
 }

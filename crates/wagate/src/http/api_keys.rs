@@ -17,11 +17,14 @@ use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateApiKey {
-    /// What the key is for, e.g. "CRM sync".
+    /// What the key is for, e.g. "CRM sync": 1 to 100 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
     /// The capabilities the key carries; never more than the caller holds.
+    #[schema(min_items = 1)]
     pub capabilities: Vec<Capability>,
-    /// When the key stops working (epoch ms); omit for a key that does not expire.
+    /// When the key stops working (epoch ms, in the future); omit for a key that does not expire.
+    #[schema(maximum = 9223372036854775807_i64)]
     pub expires_at: Option<i64>,
 }
 
@@ -66,7 +69,12 @@ pub async fn create_key(
     JsonBody(body): JsonBody<CreateApiKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
     let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
+    // Blank as the document's `\S` pattern sees it (Unicode spaces and the separators U+001C–U+001F).
+    let blank = body
+        .name
+        .chars()
+        .all(|c| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c));
+    if blank || body.name.chars().count() > 100 {
         return Err(ApiError::bad_body(Some("name"), "1 to 100 characters"));
     }
     let caps: CapSet = body.capabilities.iter().copied().collect();
@@ -111,11 +119,13 @@ pub async fn create_key(
     delete, path = "/api-keys/{id}", tag = "api-keys",
     summary = "Revoke an API key",
     description = "The key stops working at once; it stays listed with `revokedAt`. 204 with an empty body. \
+A key cannot revoke itself (409): rotate by creating the new key, then revoking the old one with it. \
 Needs `manage`.",
     params(("id" = String, Path, description = "The key's id.")),
     responses(
         (status = 204, description = "Revoked."),
         (status = 404, description = "No such key in the caller's organization.", body = ErrorEnvelope),
+        (status = 409, description = "The key tried to revoke itself.", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -125,6 +135,12 @@ pub async fn revoke_key(
     path: PathParams,
 ) -> ApiResult<StatusCode> {
     let id = path.text("id")?;
+    if matches!(&auth.principal, crate::auth::Principal::ApiKey { id: own } if own == id) {
+        // Revoking the credential in hand could leave the organization without a way in.
+        return Err(ApiError::Conflict(
+            "a key cannot revoke itself; revoke it with another key or a login".into(),
+        ));
+    }
     match st.store().revoke_api_key(Some(&auth.org_id), id).await? {
         Some(_) => {
             st.auth().keys.evict(id);

@@ -101,7 +101,7 @@ pub struct PatchChat {
     pub pinned: Option<bool>,
     /// Mute until this time (epoch milliseconds). `null` or `0` removes the mute.
     #[serde(default, deserialize_with = "deserialize_some")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 9223372036854775807_i64)]
     pub muted_until: Option<Option<i64>>,
     /// `true` removes any mute; wins over `mutedUntil`.
     pub unmute: Option<bool>,

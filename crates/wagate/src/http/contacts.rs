@@ -45,7 +45,7 @@ pub async fn list_contacts(
     let sid = path.session()?;
     let limit = q.limit()?;
     let cursor = q.cursor('p', 1)?;
-    let source = match q.get("source").filter(|s| !s.is_empty()) {
+    let source = match q.get("source") {
         None => None,
         Some("dm") => Some(ContactSource::Dm),
         Some("group") => Some(ContactSource::Group),
@@ -56,7 +56,7 @@ pub async fn list_contacts(
             ))
         }
     };
-    let group = match q.get("group").filter(|s| !s.is_empty()) {
+    let group = match q.get("group") {
         None => None,
         Some(raw) => {
             let jid: Jid = raw
@@ -71,14 +71,14 @@ pub async fn list_contacts(
             Some(jid)
         }
     };
+    if q.get("q").is_some_and(|t| t.chars().count() > 100) {
+        return Err(ApiError::bad_parameter("q", "at most 100 characters"));
+    }
     let text = q
         .get("q")
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_owned);
-    if text.as_ref().is_some_and(|t| t.chars().count() > 100) {
-        return Err(ApiError::bad_parameter("q", "at most 100 characters"));
-    }
     let session = check_session(&st, &auth, &sid).await?;
     let filter = ContactFilter {
         source,

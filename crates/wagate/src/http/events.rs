@@ -96,24 +96,24 @@ pub async fn list_events(
     State(st): State<AppState>,
     q: QueryMap,
 ) -> ApiResult<Json<EventPage>> {
-    let after = match q.get("after").map(str::trim).filter(|s| !s.is_empty()) {
+    let after = match q.get("after") {
         None => 0,
         Some(raw) => raw
             .parse::<i64>()
             .ok()
-            .filter(|n| *n >= 0)
+            .filter(|n| *n >= 0 && raw.bytes().all(|b| b.is_ascii_digit()))
             .ok_or_else(|| ApiError::bad_parameter("after", "a non-negative integer"))?,
     };
     let limit =
         crate::domain::Limit::parse_range(q.get("limit"), DEFAULT_LIMIT as u32, MAX_LIMIT as u32)
             .map_err(|m| ApiError::bad_parameter("limit", m))? as i64;
-    let session = match q.get("session").map(str::trim).filter(|s| !s.is_empty()) {
+    let session = match q.get("session") {
         None => None,
         Some(raw) => Some(super::extract::session_id(raw)?.to_string()),
     };
     let mut events = Vec::new();
-    if let Some(raw) = q.get("event").map(str::trim).filter(|s| !s.is_empty()) {
-        for e in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+    if let Some(raw) = q.get("event") {
+        for e in raw.split(',') {
             if !event_kind::ALL.contains(&e) {
                 return Err(ApiError::bad_parameter(
                     "event",

@@ -31,8 +31,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         } else {
             &bytes
         };
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
-        match serde_path_to_error::deserialize(de) {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| ApiError::bad_body(None, e.to_string()))?;
+        integral_floats_to_integers(&mut value);
+        match serde_path_to_error::deserialize(value) {
             Ok(v) => Ok(JsonBody(v)),
             Err(e) => {
                 let path = e.path().to_string();
@@ -51,6 +53,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 }
             }
         }
+    }
+}
+
+/// JSON has one number type, and JSON Schema counts `5.0` as an integer; serde does not. Turns
+/// every number with no fractional part that fits an `i64` into an integer, so an integer field
+/// accepts `5.0` and `1e3` as the document promises (float fields still accept integers).
+fn integral_floats_to_integers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
+                if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 {
+                    *v = serde_json::Value::from(f as i64);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
     }
 }
 

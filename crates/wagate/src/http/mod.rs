@@ -6,6 +6,7 @@
 pub mod api_keys;
 pub mod chats;
 pub mod contacts;
+pub mod contract;
 pub mod events;
 pub mod extract;
 pub mod metrics;
@@ -13,13 +14,11 @@ pub mod models;
 pub mod sessions;
 pub mod system;
 
-use std::sync::Arc;
-
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -172,8 +171,9 @@ fn api_router() -> Router<AppState> {
     router.route("/sessions/{sid}", post(sessions::session_action))
 }
 
-/// The full OpenAPI document (API routes under `/api/v1`, plus the system endpoints).
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The full OpenAPI document as served: API routes under `/api/v1` plus the system
+/// endpoints, completed by [`contract::complete`].
+pub fn document() -> serde_json::Value {
     let (_, mut doc) = api();
     // Paths are documented relative to the `/api/v1` server; the system endpoints sit at the root.
     let (_, sys) = OpenApiRouter::<AppState>::new()
@@ -190,15 +190,55 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     }
     doc.paths = paths;
     doc.servers = None;
+    // The system endpoints' schemas (`Health`) join the API's.
+    if let Some(sys_components) = sys.components {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.schemas.extend(sys_components.schemas);
+    }
+    let mut doc = serde_json::to_value(doc).expect("the OpenAPI document serializes");
+    contract::complete(&mut doc);
     doc
+}
+
+/// Logs a failed request. 501 (no connected client) is an ordinary answer of the contract and
+/// 503 a passing condition; only the rest are errors of this server.
+fn log_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass as Class;
+    let ms = latency.as_millis() as u64;
+    match class {
+        Class::StatusCode(s) if s == axum::http::StatusCode::NOT_IMPLEMENTED => {
+            tracing::debug!(status = s.as_u16(), latency_ms = ms, "no connected client")
+        }
+        Class::StatusCode(s) if s == axum::http::StatusCode::SERVICE_UNAVAILABLE => {
+            tracing::warn!(status = s.as_u16(), latency_ms = ms, "service unavailable")
+        }
+        other => tracing::error!(classification = %other, latency_ms = ms, "response failed"),
+    }
 }
 
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed("this method is not allowed on this route".into())
+async fn method_not_allowed(uri: axum::extract::OriginalUri) -> ApiError {
+    // `/sessions/{sid}` (GET, PATCH, DELETE) and the actions `/sessions/{sid}:start` etc.
+    // (POST) share one route: list what the addressed resource takes, not the union. Elsewhere
+    // the router fills in `Allow` itself.
+    let allow = match uri.path().strip_prefix("/api/v1/sessions/") {
+        Some(rest) if !rest.contains('/') => match rest.split_once(':') {
+            Some((_, "start" | "stop" | "restart" | "logout")) => "POST",
+            _ => "GET, HEAD, PATCH, DELETE",
+        },
+        _ => "",
+    };
+    ApiError::MethodNotAllowed {
+        message: "this method is not allowed on this route".into(),
+        allow,
+    }
 }
 
 fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
@@ -219,7 +259,9 @@ pub fn router(state: AppState) -> Router {
 /// request ids apply to them too); later features and tests add routes this way.
 pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let api = api_router();
-    let doc = Arc::new(openapi());
+    let doc = bytes::Bytes::from(
+        serde_json::to_vec(&document()).expect("the OpenAPI document serializes"),
+    );
     let request_id = HeaderName::from_static("x-request-id");
     let body_limit = state.config().body_limit_bytes;
 
@@ -227,7 +269,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .nest("/api/v1", api)
         .route("/api/v1/openapi.json", get(move || {
             let doc = doc.clone();
-            async move { Json(doc.as_ref().clone()) }
+            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc) }
         }))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
@@ -248,7 +290,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
                             tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
                         })
                         .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO))
-                        .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::ERROR)),
+                        .on_failure(log_failure),
                 )
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(CatchPanicLayer::custom(panic_response)),

@@ -21,14 +21,17 @@ use crate::store::{NewSession, SessionPatch, SessionStatus};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateSession {
     /// A name for people, e.g. "Support line".
+    #[schema(max_length = 200)]
     pub label: Option<String>,
     /// Mark incoming messages read on WhatsApp automatically (default false).
     pub auto_read: Option<bool>,
     /// Show "typing…" before each message sent through the API (default false).
     pub presence_typing: Option<bool>,
     /// Messages per minute this session may send (default from the configuration).
+    #[schema(minimum = 1, maximum = 10000)]
     pub rate_per_min: Option<i64>,
     /// Messages per hour this session may send (default from the configuration).
+    #[schema(minimum = 1, maximum = 1000000)]
     pub rate_per_hour: Option<i64>,
 }
 
@@ -53,6 +56,21 @@ fn check_settings(
         ));
     }
     Ok(())
+}
+
+/// The `sid` of `/sessions/{sid}`, whose GET, PATCH and DELETE share the route with the
+/// POST-only actions `/sessions/{sid}:start` etc.: those answer 405 to other methods.
+fn session_resource(path: &PathParams) -> ApiResult<SessionId> {
+    let raw = path.text("sid")?;
+    if let Some((_, action)) = raw.split_once(':') {
+        if matches!(action, "start" | "stop" | "restart" | "logout") {
+            return Err(ApiError::MethodNotAllowed {
+                message: format!("`:{action}` takes POST only"),
+                allow: "POST",
+            });
+        }
+    }
+    path.session()
 }
 
 /// POST /api/v1/sessions — create a session (not started).
@@ -130,7 +148,7 @@ pub async fn get_session(
     State(st): State<AppState>,
     path: PathParams,
 ) -> ApiResult<Json<Session>> {
-    let sid = path.session()?;
+    let sid = session_resource(&path)?;
     Ok(Json(owned_session(&st, &auth, &sid).await?.into()))
 }
 
@@ -140,11 +158,13 @@ pub async fn get_session(
 pub struct UpdateSession {
     /// New label; `null` removes it.
     #[serde(default, deserialize_with = "some_value")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 200)]
     pub label: Option<Option<String>>,
     pub auto_read: Option<bool>,
     pub presence_typing: Option<bool>,
+    #[schema(minimum = 1, maximum = 10000)]
     pub rate_per_min: Option<i64>,
+    #[schema(minimum = 1, maximum = 1000000)]
     pub rate_per_hour: Option<i64>,
 }
 
@@ -174,7 +194,7 @@ pub async fn update_session(
     path: PathParams,
     JsonBody(body): JsonBody<UpdateSession>,
 ) -> ApiResult<Json<Session>> {
-    let sid = path.session()?;
+    let sid = session_resource(&path)?;
     check_settings(
         body.label.clone().flatten().as_deref(),
         body.rate_per_min,
@@ -213,7 +233,7 @@ pub async fn delete_session(
     State(st): State<AppState>,
     path: PathParams,
 ) -> ApiResult<StatusCode> {
-    let sid = path.session()?;
+    let sid = session_resource(&path)?;
     owned_session(&st, &auth, &sid).await?;
     st.engine().stop(&sid).await?;
     st.owners().forget(&sid);
@@ -243,9 +263,11 @@ pub async fn session_action(
 ) -> ApiResult<Json<Session>> {
     let raw = path.text("sid")?;
     let Some((sid_raw, action_raw)) = raw.split_once(':') else {
-        return Err(ApiError::MethodNotAllowed(
-            "POST is not allowed here; use POST /sessions/{sid}:start|stop|restart|logout".into(),
-        ));
+        return Err(ApiError::MethodNotAllowed {
+            message: "POST is not allowed here; use POST /sessions/{sid}:start|stop|restart|logout"
+                .into(),
+            allow: "GET, PATCH, DELETE",
+        });
     };
     let action = match action_raw {
         "start" => Action::Start,

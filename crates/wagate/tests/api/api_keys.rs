@@ -36,6 +36,18 @@ dual!(async fn create_list_use_and_revoke_over_the_api(backend) {
     app.delete("/api/v1/api-keys/01HZZZZZZZZZZZZZZZZZZZZZZZ").await.expect_error(404, "not_found");
 });
 
+dual!(async fn a_key_cannot_revoke_itself(backend) {
+    let app = TestApp::new(backend).await;
+    let created = app.post("/api/v1/api-keys", json!({"name": "ops", "capabilities": ["manage"]})).await.json();
+    let (id, key) = (created["id"].as_str().unwrap().to_owned(), created["key"].as_str().unwrap().to_owned());
+    let own = app.call(Method::DELETE, &format!("/api/v1/api-keys/{id}"), Some(&key), None).await;
+    own.expect_error(409, "conflict");
+    // Still working, then revoked by another credential.
+    app.call(Method::GET, "/api/v1/api-keys", Some(&key), None).await.expect(200);
+    app.delete(&format!("/api/v1/api-keys/{id}")).await.expect(204);
+    app.call(Method::GET, "/api/v1/api-keys", Some(&key), None).await.expect_error(401, "unauthorized");
+});
+
 dual!(async fn a_key_never_grants_more_than_its_creator_holds(backend) {
     let app = TestApp::new(backend).await;
     let manager = app.key("org-a", "manage,read").await;

@@ -105,3 +105,167 @@ async fn every_route_is_documented_and_served() {
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
+
+/// What `scripts/contract-test` checks against the running server, checked here on the
+/// document alone: shared error answers, parameter constraints, resolvable references.
+#[tokio::test]
+async fn the_document_states_the_shared_contract() {
+    let app = TestApp::new(Backend::Sqlite).await;
+    let doc = app
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await
+        .json();
+    let text = doc.to_string();
+    // Every reference resolves (`Health` was once referenced and never defined).
+    for (i, _) in text.match_indices("\"$ref\":\"#/") {
+        let target = &text[i + 10..];
+        let target = &target[..target.find('"').unwrap()];
+        let node = target.split('/').fold(&doc, |n, part| &n[part]);
+        assert!(node.is_object(), "#/{target} does not resolve");
+    }
+    assert!(doc["components"]["schemas"]["Health"].is_object());
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let has = |code: &str| responses.contains_key(code);
+            let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            assert_eq!(
+                secured,
+                path.starts_with("/api/v1/"),
+                "{method} {path}: security"
+            );
+            if secured {
+                for code in ["401", "403", "503"] {
+                    assert!(has(code), "{method} {path} does not document {code}");
+                }
+            }
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            if !params.is_empty() {
+                assert!(has("400"), "{method} {path} does not document 400");
+            }
+            for p in &params {
+                let schema = &p["schema"];
+                match p["name"].as_str().unwrap() {
+                    "sid" => assert_eq!(schema["$ref"], "#/components/schemas/SessionId"),
+                    "cid" => assert_eq!(schema["$ref"], "#/components/schemas/ChatJid"),
+                    name => assert!(
+                        schema.get("pattern").is_some()
+                            || schema.get("enum").is_some()
+                            || schema.get("$ref").is_some()
+                            || schema.get("maxLength").is_some()
+                            || schema["type"] == "integer"
+                            || schema["type"] == "array",
+                        "{method} {path}: parameter {name} is unconstrained: {schema}"
+                    ),
+                }
+            }
+            if op.get("requestBody").is_some() {
+                assert!(has("413") && has("422"), "{method} {path}: body errors");
+            }
+            for (code, resp) in responses {
+                if !code.starts_with('2') && path != "/metrics" {
+                    assert_eq!(
+                        resp["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorEnvelope",
+                        "{method} {path} {code} is not the error envelope"
+                    );
+                }
+            }
+        }
+    }
+    let create = &doc["paths"]["/api/v1/sessions"]["post"];
+    assert_eq!(
+        create["requestBody"]["required"], false,
+        "POST /sessions takes no body"
+    );
+    assert!(create["responses"]["201"]["links"]["get_session"].is_object());
+    let pattern = doc["components"]["schemas"]["SessionId"]["pattern"]
+        .as_str()
+        .unwrap();
+    let sid = app.session().await;
+    assert!(
+        regex::Regex::new(pattern).unwrap().is_match(&sid),
+        "{sid} ~ {pattern}"
+    );
+}
+
+/// Behaviours the contract test found the server and the document disagreeing on.
+#[tokio::test]
+async fn what_the_document_promises_the_server_does() {
+    let app = TestApp::new(Backend::Sqlite).await;
+    let sid = app.session().await;
+    let key = Some(app.admin_key.clone());
+    // JSON Schema counts 20.0 and 1e3 as integers.
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/sessions/{sid}"),
+            key.as_deref(),
+            Some(serde_json::json!({"ratePerMin": 20.0, "ratePerHour": 1e3})),
+        )
+        .await;
+    r.expect(200);
+    assert_eq!(
+        (
+            r.json()["ratePerMin"].as_i64(),
+            r.json()["ratePerHour"].as_i64()
+        ),
+        (Some(20), Some(1000))
+    );
+    app.call(
+        Method::PATCH,
+        &format!("/api/v1/sessions/{sid}"),
+        key.as_deref(),
+        Some(serde_json::json!({"ratePerMin": 20.5})),
+    )
+    .await
+    .expect_error(422, "validation_error");
+    // The actions take POST only, and say so; the session resource lists its own methods.
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/sessions/{sid}:start"),
+            key.as_deref(),
+            None,
+        )
+        .await;
+    r.expect_error(405, "method_not_allowed");
+    assert_eq!(r.headers["allow"], "POST");
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("/api/v1/sessions/{sid}"),
+            key.as_deref(),
+            None,
+        )
+        .await;
+    r.expect_error(405, "method_not_allowed");
+    assert_eq!(r.headers["allow"], "GET, HEAD, PATCH, DELETE");
+    // A create without a body is a create with every default.
+    app.call(Method::POST, "/api/v1/sessions", key.as_deref(), None)
+        .await
+        .expect(201);
+    // Parameters are as strict as their patterns: no surrounding spaces, no empty filters.
+    for bad in ["source=", "group=", "limit=", "limit=%205"] {
+        app.get(&format!("/api/v1/sessions/{sid}/contacts?{bad}"))
+            .await
+            .expect_error(400, "validation_error");
+    }
+    for bad in ["event=", "event=message,", "after=+1", "session="] {
+        app.get(&format!("/api/v1/events?{bad}"))
+            .await
+            .expect_error(400, "validation_error");
+    }
+    app.get(&format!("/api/v1/sessions/{sid}/chats/%201@s.whatsapp.net"))
+        .await
+        .expect_error(400, "validation_error");
+    // Any cursor the pattern allows is a position, however far.
+    app.get(&format!(
+        "/api/v1/sessions/{sid}/chats?cursor=c.0.9999999999999999999.-1"
+    ))
+    .await
+    .expect(200);
+    app.get(&format!("/api/v1/sessions/{sid}/chats?cursor=m.1.2"))
+        .await
+        .expect_error(400, "validation_error");
+}
