@@ -136,18 +136,39 @@ impl ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        match e {
-            // The database is down or overloaded: a temporary condition the caller can retry.
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                tracing::warn!(error = %e, "database unavailable");
+/// True for the database errors that mean "not reachable right now" (down, overloaded, pool
+/// closed) rather than a fault of this request or of the server's code.
+fn database_unavailable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+    )
+}
+
+impl ApiError {
+    /// An internal error whose cause is an unreachable database becomes a retryable 503,
+    /// wherever in the call chain the database error was wrapped.
+    fn normalized(self) -> Self {
+        match self {
+            ApiError::Internal(cause)
+                if cause.chain().any(|c| {
+                    c.downcast_ref::<sqlx::Error>()
+                        .is_some_and(database_unavailable)
+                }) =>
+            {
+                tracing::warn!(error = %format!("{cause:#}"), "database unavailable");
                 ApiError::Unavailable(
                     "the database cannot be reached right now; retry later".into(),
                 )
             }
-            e => ApiError::Internal(e.into()),
+            other => other,
         }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(e.into())
     }
 }
 
@@ -179,6 +200,13 @@ pub struct ErrorBody {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let this = self.normalized();
+        this.respond()
+    }
+}
+
+impl ApiError {
+    fn respond(self) -> Response {
         let status = self.status();
         let (message, details) = match &self {
             ApiError::BadParameter { message, details }

@@ -61,4 +61,7 @@ dual!(async fn health_readiness_and_metrics(backend) {
     // Readiness follows the database.
     app.store.close().await;
     app.call(Method::GET, "/readyz", None, None).await.expect_error(503, "gateway_unavailable");
+    // So does every endpoint that needs it: a retryable 503, not a 500.
+    app.get("/api/v1/sessions").await.expect_error(503, "gateway_unavailable");
+    app.get(&format!("/api/v1/sessions/{sid}/chats")).await.expect_error(503, "gateway_unavailable");
 });
