@@ -66,7 +66,7 @@ fn parameter_schema(path: &str, location: &str, name: &str) -> Value {
         ("query", "group") => json!({"type": "string", "pattern": Jid::GROUP_PATTERN}),
         ("query", "q") => json!({"type": "string", "maxLength": 100}),
         ("query", "phone") => json!({"type": "string", "pattern": Phone::PATTERN}),
-        ("query", "format") => json!({"type": "string", "enum": ["json", "svg"]}),
+        ("query", "format") => json!({"type": "string", "enum": ["json", "svg", "png"]}),
         ("query", "after") => {
             json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": i64::MAX})
         }

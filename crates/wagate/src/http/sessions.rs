@@ -399,19 +399,51 @@ pub struct Qr {
     pub expires_at: i64,
 }
 
+/// A QR code as a greyscale PNG: 8 pixels per module and the 4-module quiet zone phones need.
+fn qr_png(code: &qrcode::QrCode) -> anyhow::Result<Vec<u8>> {
+    const SCALE: usize = 8;
+    const QUIET: usize = 4;
+    let modules = code.width();
+    let side = (modules + 2 * QUIET) * SCALE;
+    let colors = code.to_colors();
+    let mut pixels = vec![255u8; side * side];
+    for (i, color) in colors.iter().enumerate() {
+        if *color != qrcode::Color::Dark {
+            continue;
+        }
+        let (mx, my) = (i % modules + QUIET, i / modules + QUIET);
+        for y in my * SCALE..(my + 1) * SCALE {
+            pixels[y * side + mx * SCALE..y * side + (mx + 1) * SCALE].fill(0);
+        }
+    }
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, side as u32, side as u32);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(&pixels)?;
+    writer.finish()?;
+    Ok(out)
+}
+
 /// GET /api/v1/sessions/{sid}/qr — the current pairing QR code.
 #[utoipa::path(
     get, path = "/sessions/{sid}/qr", tag = "sessions",
     summary = "Get the pairing QR code",
-    description = "While a started session waits to be paired, returns the QR payload and when it expires. With \
-`format=svg` the answer is an SVG image to show directly. 409 when the session is not waiting for a scan. \
-Needs `manage`.",
+    description = "While a started session waits to be paired, returns the QR payload and when WhatsApp rotates \
+it. With `format=svg` or `format=png` the answer is the QR image itself, to show directly. Every rotation is \
+also an `auth.qr` event, so a page can follow the feed instead of polling. 409 when the session is not waiting \
+for a scan. Needs `manage`.",
     params(
         ("sid" = String, Path, description = "Session id (ULID)."),
-        ("format" = Option<String>, Query, description = "`json` (default) or `svg`."),
+        ("format" = Option<String>, Query, description = "`json` (default), `svg` or `png`."),
     ),
     responses(
-        (status = 200, description = "The QR code.", body = Qr, content_type = "application/json"),
+        (status = 200, description = "The QR code: JSON, or the image when `format` asks for one.", content(
+            (Qr = "application/json"),
+            (String = "image/svg+xml"),
+            (String = "image/png"),
+        )),
         (status = 400, description = "Unknown format.", body = ErrorEnvelope),
         (status = 404, description = "Unknown session.", body = ErrorEnvelope),
         (status = 409, description = "The session is not waiting for a QR scan.", body = ErrorEnvelope),
@@ -426,28 +458,32 @@ pub async fn get_qr(
     q: QueryMap,
 ) -> ApiResult<Response> {
     let sid = path.session()?;
-    let svg = match q.get("format").unwrap_or("json") {
-        "json" | "" => false,
-        "svg" => true,
+    let format = match q.get("format").unwrap_or("json") {
+        f @ ("json" | "svg" | "png") => f,
         other => {
             return Err(ApiError::bad_parameter(
                 "format",
-                format!("`{other}` is not json or svg"),
+                format!("`{other}` is not json, svg or png"),
             ))
         }
     };
     owned_session(&st, &auth, &sid).await?;
     let qr = st.engine().qr(&sid).await?;
-    if svg {
+    if format != "json" {
         let code = qrcode::QrCode::new(qr.code.as_bytes())
             .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
-        let image = code
-            .render::<qrcode::render::svg::Color>()
-            .min_dimensions(256, 256)
-            .build();
+        let (content_type, image) = if format == "svg" {
+            let svg = code
+                .render::<qrcode::render::svg::Color>()
+                .min_dimensions(256, 256)
+                .build();
+            ("image/svg+xml", svg.into_bytes())
+        } else {
+            ("image/png", qr_png(&code).map_err(ApiError::Internal)?)
+        };
         return Ok((
             [
-                (header::CONTENT_TYPE, "image/svg+xml"),
+                (header::CONTENT_TYPE, content_type),
                 (header::CACHE_CONTROL, "no-store"),
             ],
             image,

@@ -71,6 +71,17 @@ dual!(async fn lifecycle_through_the_engine(backend) {
     svg.expect(200);
     assert_eq!(svg.headers["content-type"], "image/svg+xml");
     assert!(String::from_utf8_lossy(&svg.body).contains("<svg"));
+    let png = app.get(&format!("{base}/qr?format=png")).await;
+    png.expect(200);
+    assert_eq!(png.headers["content-type"], "image/png");
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png.body.clone())).read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!((info.width, info.color_type), (info.height, png::ColorType::Grayscale));
+    assert_eq!(info.width % 8, 0);
+    // The top-left finder pattern after the 4-module quiet zone: dark ring, light inner ring.
+    let at = |mx: usize, my: usize| pixels[(my * 8 + 4) * info.width as usize + mx * 8 + 4];
+    assert_eq!((at(0, 0), at(4, 4), at(5, 5), at(10, 4)), (255, 0, 255, 0));
     app.get(&format!("{base}/qr?format=gif")).await.expect_error(400, "validation_error");
     let code = app.post(&format!("{base}/pairing-code"), json!({"phone": "+62 812-3456-7890"})).await;
     code.expect(200);
