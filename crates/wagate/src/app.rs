@@ -12,6 +12,7 @@ use crate::store::Store;
 
 struct Inner {
     owners: crate::http::SessionOwners,
+    numbers: crate::http::contacts::NumberCache,
     config: Config,
     store: Store,
     auth: Authenticator,
@@ -31,6 +32,7 @@ impl AppState {
         };
         AppState(Arc::new(Inner {
             owners: Default::default(),
+            numbers: Default::default(),
             config,
             store,
             auth,
@@ -58,6 +60,11 @@ impl AppState {
     /// Which organization owns which session (a short-lived cache).
     pub fn owners(&self) -> &crate::http::SessionOwners {
         &self.0.owners
+    }
+
+    /// Recent number-check answers (a short-lived cache).
+    pub fn numbers(&self) -> &crate::http::contacts::NumberCache {
+        &self.0.numbers
     }
 
     pub fn metrics(&self) -> &Metrics {

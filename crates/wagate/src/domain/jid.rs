@@ -121,6 +121,8 @@ impl Jid {
     /// The accepted forms as an ECMA-262 pattern, for the OpenAPI document; a unit test keeps it
     /// equal to the parser.
     pub const PATTERN: &'static str = "^([0-9]{1,32}@(s\\.whatsapp\\.net|c\\.us|lid|newsletter)|[0-9]{1,32}(-[0-9]{1,32})?@g\\.us|([0-9]{1,32}|status)@broadcast)$";
+    /// People only (by phone number or LID).
+    pub const PERSON_PATTERN: &'static str = "^[0-9]{1,32}@(s\\.whatsapp\\.net|c\\.us|lid)$";
     /// Group JIDs only.
     pub const GROUP_PATTERN: &'static str = "^[0-9]{1,32}(-[0-9]{1,32})?@g\\.us$";
 }
@@ -216,6 +218,7 @@ mod tests {
     fn pattern_agrees_with_parser() {
         let re = regex::Regex::new(Jid::PATTERN).unwrap();
         let group = regex::Regex::new(Jid::GROUP_PATTERN).unwrap();
+        let person = regex::Regex::new(Jid::PERSON_PATTERN).unwrap();
         let mut samples: Vec<String> = [
             "1@s.whatsapp.net",
             "1@c.us",
@@ -254,6 +257,11 @@ mod tests {
         for s in samples {
             let parsed = s.parse::<Jid>();
             assert_eq!(re.is_match(&s), parsed.is_ok(), "{s:?}");
+            assert_eq!(
+                person.is_match(&s),
+                parsed.as_ref().is_ok_and(|j| j.is_person()),
+                "{s:?}"
+            );
             assert_eq!(
                 group.is_match(&s),
                 parsed.is_ok_and(|j| j.is_group()),

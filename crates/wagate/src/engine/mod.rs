@@ -37,12 +37,30 @@ pub enum ChatPresence {
     Paused,
 }
 
-/// The answer of a number lookup.
+/// The answer of a number lookup, for one of the numbers asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnWhatsApp {
+    /// The number asked about.
+    pub phone: Phone,
     pub registered: bool,
     /// The account's JID when registered.
     pub jid: Option<Jid>,
+}
+
+/// Where a profile picture can be downloaded (WhatsApp's CDN; the URL expires).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfilePicture {
+    pub url: String,
+    /// WhatsApp's id of the picture: changes when the picture does.
+    pub id: String,
+}
+
+/// A person's "about" text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct About {
+    pub text: String,
+    /// When it was set, epoch ms, if WhatsApp says.
+    pub set_at: Option<i64>,
 }
 
 /// A QR code waiting to be scanned.
@@ -58,7 +76,14 @@ pub struct QrCode {
 #[async_trait]
 pub trait LiveClient: Send + Sync {
     async fn send_chat_presence(&self, chat: &Jid, state: ChatPresence) -> Result<(), EngineError>;
-    async fn is_on_whatsapp(&self, phone: &Phone) -> Result<OnWhatsApp, EngineError>;
+    /// Looks up numbers (at most 50 per call), one answer per number, in any order.
+    async fn is_on_whatsapp(&self, phones: &[Phone]) -> Result<Vec<OnWhatsApp>, EngineError>;
+    /// Shows the account as online (`true`) or offline to its contacts.
+    async fn set_available(&self, available: bool) -> Result<(), EngineError>;
+    /// A person's or group's profile picture, `None` when there is none or privacy hides it.
+    async fn profile_picture(&self, who: &Jid) -> Result<Option<ProfilePicture>, EngineError>;
+    /// A person's about text, `None` when there is none or privacy hides it.
+    async fn about(&self, who: &Jid) -> Result<Option<About>, EngineError>;
 }
 
 /// Runs sessions' WhatsApp connections.

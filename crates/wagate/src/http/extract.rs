@@ -142,6 +142,13 @@ impl PathParams {
         chat_jid(self.raw("cid")?)
     }
 
+    /// A JID in the path parameter `name`.
+    pub fn jid(&self, name: &str) -> Result<Jid, ApiError> {
+        self.raw(name)?
+            .parse()
+            .map_err(|m: String| ApiError::bad_parameter(name, m))
+    }
+
     pub fn text(&self, name: &str) -> Result<&str, ApiError> {
         self.raw(name)
     }

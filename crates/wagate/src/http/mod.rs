@@ -147,6 +147,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(sessions::get_qr))
         .routes(routes!(sessions::pairing_code))
         .routes(routes!(sessions::get_me))
+        .routes(routes!(sessions::set_account_presence))
         .routes(routes!(chats::list_chats))
         .routes(routes!(
             chats::get_chat,
@@ -157,7 +158,12 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(chats::set_presence))
         .routes(routes!(chats::list_messages))
         .routes(routes!(contacts::list_contacts))
-        .routes(routes!(contacts::check_number))
+        .routes(routes!(
+            contacts::check_number,
+            contacts::check_numbers_batch
+        ))
+        .routes(routes!(contacts::picture))
+        .routes(routes!(contacts::about))
         .routes(routes!(api_keys::list_keys, api_keys::create_key))
         .routes(routes!(api_keys::revoke_key))
         .routes(routes!(events::list_events))

@@ -11,7 +11,7 @@ use super::extract::{JsonBody, PathParams, QueryMap};
 use super::models::{Session, SessionList};
 use super::owned_session;
 use crate::app::AppState;
-use crate::auth::{Auth, CapManage};
+use crate::auth::{Auth, CapManage, CapSend};
 use crate::domain::{Phone, SessionId};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::store::{NewSession, SessionPatch, SessionStatus};
@@ -595,4 +595,51 @@ pub async fn get_me(
         push_name: s.push_name,
         connected: st.engine().client(&sid).is_some(),
     }))
+}
+
+/// The account's presence to set.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountPresence {
+    /// `online` shows the account as online to its contacts (and lets WhatsApp deliver
+    /// presence updates of others); `offline` shows "last seen".
+    pub state: AccountPresenceState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountPresenceState {
+    Online,
+    Offline,
+}
+
+/// PUT /api/v1/sessions/{sid}/presence — online or offline.
+#[utoipa::path(
+    put, path = "/sessions/{sid}/presence", tag = "sessions",
+    summary = "Set the account's presence",
+    description = "Shows the account as online or offline to its contacts, through the session's connected \
+client. WhatsApp needs the account to have a name before it accepts `online`. 204 with an empty body; 501 when \
+the session has no connected client. Needs `send`.",
+    params(("sid" = String, Path, description = "Session id (ULID).")),
+    request_body = AccountPresence,
+    responses(
+        (status = 204, description = "Sent."),
+        (status = 501, description = "No connected WhatsApp client for the session.", body = ErrorEnvelope),
+        (status = 503, description = "WhatsApp refused or did not answer, or the database cannot be reached.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn set_account_presence(
+    auth: Auth<CapSend>,
+    State(st): State<AppState>,
+    path: PathParams,
+    JsonBody(body): JsonBody<AccountPresence>,
+) -> ApiResult<StatusCode> {
+    let sid = path.session()?;
+    super::check_session(&st, &auth, &sid).await?;
+    let client = st.engine().client(&sid).ok_or_else(ApiError::no_client)?;
+    client
+        .set_available(body.state == AccountPresenceState::Online)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -186,6 +186,61 @@ dual!(async fn number_check_is_live(backend) {
     assert_eq!(app.get(&format!("/api/v1/sessions/{sid}/contacts")).await.json()["data"], json!([]));
     let sender = app.key("org-a", "send").await;
     app.call(axum::http::Method::GET, &format!("{base}?phone=6281234567890"), Some(&sender), None).await.expect_error(403, "forbidden");
+    // Both numbers were asked once; asking again within five minutes is answered from memory.
+    assert_eq!(client.lookups.lock().unwrap().len(), 2);
+    app.get(&format!("{base}?phone=6281234567890")).await.expect(200);
+    assert_eq!(client.lookups.lock().unwrap().len(), 2);
+});
+
+dual!(async fn batch_number_check_asks_whatsapp_once_for_what_it_does_not_know(backend) {
+    let app = TestApp::new(backend).await;
+    let sid = app.session().await;
+    let url = format!("/api/v1/sessions/{sid}/contacts/check");
+    app.post(&url, json!({"phones": ["6281234567890"]})).await.expect_error(501, "not_implemented");
+    let client = app.engine.connect(&sid);
+    client.directory.lock().unwrap().extend(["6281111111111".to_owned(), "6283333333333".to_owned()]);
+    app.get(&format!("{url}?phone=6283333333333")).await.expect(200);
+    let r = app.post(&url, json!({"phones": ["+62 811-1111-1111", "6282222222222", "6283333333333", "6281111111111"]})).await;
+    r.expect(200);
+    assert_eq!(r.json(), json!({"data": [
+        {"query": "+62 811-1111-1111", "isOnWhatsApp": true, "jid": "6281111111111@s.whatsapp.net"},
+        {"query": "6282222222222", "isOnWhatsApp": false},
+        {"query": "6283333333333", "isOnWhatsApp": true, "jid": "6283333333333@s.whatsapp.net"},
+        {"query": "6281111111111", "isOnWhatsApp": true, "jid": "6281111111111@s.whatsapp.net"},
+    ]}));
+    // One query for the two numbers not asked before (the repeated one counted once).
+    assert_eq!(client.lookups.lock().unwrap().last().unwrap(), &vec!["6281111111111".to_owned(), "6282222222222".to_owned()]);
+    assert_eq!(client.lookups.lock().unwrap().len(), 2);
+    let many: Vec<String> = (0..51).map(|i| format!("62811111{i:05}")).collect();
+    app.post(&url, json!({"phones": many})).await.expect_error(422, "validation_error");
+    app.post(&url, json!({"phones": []})).await.expect_error(422, "validation_error");
+    let bad = app.post(&url, json!({"phones": ["6281111111111", "12"]})).await;
+    bad.expect_error(422, "validation_error");
+    assert!(bad.json()["error"]["details"]["phones[1]"].is_string());
+});
+
+dual!(async fn picture_about_and_account_presence_are_live(backend) {
+    let app = TestApp::new(backend).await;
+    let sid = app.session().await;
+    let base = format!("/api/v1/sessions/{sid}");
+    app.get(&format!("{base}/contacts/6281111111111@s.whatsapp.net/picture")).await.expect_error(501, "not_implemented");
+    app.get(&format!("{base}/contacts/1@lid/about")).await.expect_error(501, "not_implemented");
+    app.call(axum::http::Method::PUT, &format!("{base}/presence"), Some(&app.admin_key), Some(json!({"state": "online"}))).await.expect_error(501, "not_implemented");
+    let client = app.engine.connect(&sid);
+    client.directory.lock().unwrap().push("6281111111111".into());
+    let pic = app.get(&format!("{base}/contacts/6281111111111@s.whatsapp.net/picture")).await;
+    pic.expect(200);
+    assert_eq!(pic.json(), json!({"url": "https://pps.example/6281111111111.jpg", "id": "1700000000"}));
+    assert_eq!(app.get(&format!("{base}/contacts/999@lid/picture")).await.json(), json!({"url": null, "id": null}));
+    let about = app.get(&format!("{base}/contacts/6281111111111@s.whatsapp.net/about")).await.json();
+    assert_eq!(about, json!({"about": "about 6281111111111", "setAt": 1_700_000_000_000_i64}));
+    app.get(&format!("{base}/contacts/123-456@g.us/about")).await.expect_error(400, "validation_error");
+    for state in ["online", "offline"] {
+        let r = app.call(axum::http::Method::PUT, &format!("{base}/presence"), Some(&app.admin_key), Some(json!({"state": state}))).await;
+        r.expect(204);
+    }
+    assert_eq!(*client.available.lock().unwrap(), vec![true, false]);
+    app.call(axum::http::Method::PUT, &format!("{base}/presence"), Some(&app.admin_key), Some(json!({"state": "away"}))).await.expect_error(422, "validation_error");
 });
 
 dual!(async fn contacts_work_without_a_connection_and_group_membership_replaces(backend) {

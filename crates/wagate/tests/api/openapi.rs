@@ -25,6 +25,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/sessions/{sid}/chats/{cid}/messages"),
     ("get", "/api/v1/sessions/{sid}/contacts"),
     ("get", "/api/v1/sessions/{sid}/contacts/check"),
+    ("post", "/api/v1/sessions/{sid}/contacts/check"),
+    ("get", "/api/v1/sessions/{sid}/contacts/{jid}/picture"),
+    ("get", "/api/v1/sessions/{sid}/contacts/{jid}/about"),
+    ("put", "/api/v1/sessions/{sid}/presence"),
     ("get", "/api/v1/api-keys"),
     ("post", "/api/v1/api-keys"),
     ("delete", "/api/v1/api-keys/{id}"),
@@ -61,6 +65,7 @@ async fn every_route_is_documented_and_served() {
         let uri = path
             .replace("{sid}", "01HZZZZZZZZZZZZZZZZZZZZZZZ")
             .replace("{cid}", "1@s.whatsapp.net")
+            .replace("{jid}", "1@lid")
             .replace("{id}", "x");
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let resp = app

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use wagate::domain::{Jid, Phone, SessionId};
-use wagate::engine::{ChatPresence, Engine, EngineError, LiveClient, OnWhatsApp, QrCode};
+use wagate::engine::{
+    About, ChatPresence, Engine, EngineError, LiveClient, OnWhatsApp, ProfilePicture, QrCode,
+};
 use wagate::store::{SessionRecord, SessionStatus, Store};
 
 #[derive(Default)]
@@ -15,6 +17,10 @@ pub struct ScriptedClient {
     pub presences: Mutex<Vec<(String, ChatPresence)>>,
     /// Numbers (digits) that are "on WhatsApp".
     pub directory: Mutex<Vec<String>>,
+    /// Each number lookup that reached the "engine", as the numbers asked.
+    pub lookups: Mutex<Vec<Vec<String>>>,
+    /// Account presence calls (`true` = online).
+    pub available: Mutex<Vec<bool>>,
 }
 
 #[async_trait]
@@ -27,17 +33,54 @@ impl LiveClient for ScriptedClient {
         Ok(())
     }
 
-    async fn is_on_whatsapp(&self, phone: &Phone) -> Result<OnWhatsApp, EngineError> {
-        let registered = self
+    async fn is_on_whatsapp(&self, phones: &[Phone]) -> Result<Vec<OnWhatsApp>, EngineError> {
+        self.lookups
+            .lock()
+            .unwrap()
+            .push(phones.iter().map(|p| p.digits().to_owned()).collect());
+        let directory = self.directory.lock().unwrap();
+        Ok(phones
+            .iter()
+            .map(|phone| {
+                let registered = directory.iter().any(|d| d == phone.digits());
+                OnWhatsApp {
+                    phone: phone.clone(),
+                    registered,
+                    jid: registered.then(|| Jid::phone(phone.digits())),
+                }
+            })
+            .collect())
+    }
+
+    async fn set_available(&self, available: bool) -> Result<(), EngineError> {
+        self.available.lock().unwrap().push(available);
+        Ok(())
+    }
+
+    async fn profile_picture(&self, who: &Jid) -> Result<Option<ProfilePicture>, EngineError> {
+        Ok(self
             .directory
             .lock()
             .unwrap()
             .iter()
-            .any(|d| d == phone.digits());
-        Ok(OnWhatsApp {
-            registered,
-            jid: registered.then(|| Jid::phone(phone.digits())),
-        })
+            .any(|d| d == who.user())
+            .then(|| ProfilePicture {
+                url: format!("https://pps.example/{}.jpg", who.user()),
+                id: "1700000000".into(),
+            }))
+    }
+
+    async fn about(&self, who: &Jid) -> Result<Option<About>, EngineError> {
+        Ok(self
+            .directory
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|d| d == who.user())
+            .then(|| About {
+                text: format!("about {}", who.user()),
+                set_at: Some(1_700_000_000_000),
+            }))
     }
 }
 
