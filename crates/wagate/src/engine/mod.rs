@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub mod settings_sync;
+
 use crate::domain::{Jid, Phone, SessionId};
 use crate::store::SessionRecord;
 
@@ -72,6 +74,15 @@ pub struct QrCode {
     pub expires_at: i64,
 }
 
+/// A chat setting as WhatsApp's app state carries it, to make the same change a phone would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatSettingChange {
+    Archived(bool),
+    Pinned(bool),
+    /// The mute's end, epoch ms; `None` unmutes.
+    MutedUntil(Option<i64>),
+}
+
 /// Live actions on one connected session.
 #[async_trait]
 pub trait LiveClient: Send + Sync {
@@ -84,6 +95,13 @@ pub trait LiveClient: Send + Sync {
     async fn profile_picture(&self, who: &Jid) -> Result<Option<ProfilePicture>, EngineError>;
     /// A person's about text, `None` when there is none or privacy hides it.
     async fn about(&self, who: &Jid) -> Result<Option<About>, EngineError>;
+    /// Sends a chat setting to WhatsApp as an app-state change (what archiving, pinning or
+    /// muting on the phone does), so the phone and the other linked devices follow.
+    async fn push_chat_setting(
+        &self,
+        chat: &Jid,
+        change: ChatSettingChange,
+    ) -> Result<(), EngineError>;
 }
 
 /// Runs sessions' WhatsApp connections.

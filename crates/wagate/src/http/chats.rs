@@ -122,7 +122,9 @@ where
     summary = "Update a chat (archive, pin, mute)",
     description = "Partial update of the stored chat: only the fields sent change. `unmute: true` clears the mute \
 and takes precedence over `mutedUntil` (epoch ms). Unknown fields and wrong types are rejected with 422. \
-Returns the updated chat. Needs `send`.",
+Returns the updated chat at once; the change is also sent to WhatsApp as the app-state change a phone would make \
+(right away when the session is connected, otherwise when it next connects), so the phone shows the same. \
+Needs `send`.",
     params(
         ("sid" = String, Path, description = "Session id (ULID)."),
         ("cid" = String, Path, description = "Chat JID."),
@@ -166,6 +168,14 @@ pub async fn patch_chat(
         .patch_chat(&session, &cid, patch)
         .await?
         .ok_or_else(ApiError::chat_not_found)?;
+    // The change is queued for the phone in the same transaction; send it now if connected
+    // (otherwise the session sends it when it connects).
+    if let Some(client) = st.engine().client(&sid) {
+        let store = st.store().clone();
+        tokio::spawn(async move {
+            crate::engine::settings_sync::push_pending(&store, &sid, client).await;
+        });
+    }
     Ok(Json(chat.into()))
 }
 

@@ -208,6 +208,26 @@ impl Store {
         Ok(on_db!(self, ingest::api_patch_chat(session, jid, &p))?)
     }
 
+    /// Chat settings changed through the API and not yet taken by WhatsApp, oldest first.
+    pub async fn pending_chat_settings(
+        &self,
+        session: &str,
+        limit: i64,
+    ) -> anyhow::Result<Vec<PendingChatSetting>> {
+        Ok(on_db!(self, chats::pending_for_phone(session, limit))?)
+    }
+
+    /// Records the outcome of sending a pending chat setting to WhatsApp.
+    pub async fn settle_chat_setting(
+        &self,
+        session: &str,
+        p: &PendingChatSetting,
+        sent: bool,
+    ) -> anyhow::Result<()> {
+        let _w = self.write_gate().await;
+        Ok(on_db!(self, chats::settle_for_phone(session, p, sent))?)
+    }
+
     /// Sets the gateway's unread counter of a chat to zero. Idempotent.
     pub async fn mark_chat_read(
         &self,

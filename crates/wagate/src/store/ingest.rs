@@ -101,6 +101,10 @@ pub struct ChatSettings {
     pub last_message_at: Option<i64>,
     /// The chat was deleted on the phone: remove it from the stored copy.
     pub deleted: bool,
+    /// When the phone made this change (the app-state action's timestamp, epoch ms), if it is a
+    /// change made on WhatsApp's side: a newer one cancels the API's queued change of the same
+    /// setting instead of being overwritten by it.
+    pub changed_at: Option<i64>,
 }
 
 impl ChatSettings {
@@ -116,6 +120,7 @@ impl ChatSettings {
             unread_count: None,
             last_message_at: None,
             deleted: false,
+            changed_at: None,
         }
     }
 }

@@ -42,7 +42,7 @@ pub use ingest::{
 pub use outbox::kind as event_kind;
 pub use records::{
     ApiKeyRecord, ChatPatch, ChatRecord, ContactRecord, EventRecord, MessageRecord, MessageStatus,
-    NewApiKey, NewSession, SessionPatch, SessionRecord, SessionStatus,
+    NewApiKey, NewSession, PendingChatSetting, SessionPatch, SessionRecord, SessionStatus,
 };
 
 /// Which SQL engine a store runs on.

@@ -134,6 +134,18 @@ pub struct ChatPatch {
     pub muted_until: Option<Option<i64>>,
 }
 
+/// A chat setting changed through the API, waiting to be sent to WhatsApp.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct PendingChatSetting {
+    pub chat_jid: String,
+    /// `archived`, `pinned` or `muted_until`.
+    pub setting: String,
+    /// 0/1 for the flags; the mute's end (epoch ms) for `muted_until`, 0 for unmuted.
+    pub value: i64,
+    pub changed_at: i64,
+    pub attempts: i32,
+}
+
 #[derive(Debug, Clone, FromRow, Deserialize)]
 pub struct MessageRecord {
     pub id: i64,

@@ -285,3 +285,54 @@ dual!(async fn another_orgs_session_is_404_everywhere(backend) {
     // Nothing was changed by the other org.
     assert_eq!(app.get(&chat).await.json()["pinned"], false);
 });
+
+dual!(async fn chat_settings_changed_through_the_api_reach_the_phone(backend) {
+    use wagate::engine::ChatSettingChange as C;
+    let app = TestApp::new(backend).await;
+    let sid = app.session().await;
+    let dm = jid("6281234567890@s.whatsapp.net");
+    app.store.record_chat(&sid, &ChatSettings { chat_alt: Some(jid("777@lid")), ..ChatSettings::new(dm.clone()) }).await.unwrap();
+    // Offline: stored at once, queued for the phone (under the chat's own JID, even when
+    // addressed by the person's LID).
+    let r = app.patch(&format!("/api/v1/sessions/{sid}/chats/777@lid"), json!({"archived": true, "mutedUntil": 4102444800000_i64})).await;
+    r.expect(200);
+    assert_eq!(r.json()["archived"], true);
+    let pending = app.store.pending_chat_settings(&sid, 10).await.unwrap();
+    assert_eq!(pending.iter().map(|p| (p.chat_jid.as_str(), p.setting.as_str(), p.value)).collect::<Vec<_>>(),
+        [("6281234567890@s.whatsapp.net", "archived", 1), ("6281234567890@s.whatsapp.net", "muted_until", 4102444800000)]);
+    // A second change of the same setting replaces the first: the phone gets the final state.
+    app.patch(&format!("/api/v1/sessions/{sid}/chats/{dm}"), json!({"archived": false})).await.expect(200);
+    // The session connects: the queue is sent, then empty.
+    let client = app.engine.connect(&sid);
+    let s: wagate::domain::SessionId = sid.parse().unwrap();
+    let sent = wagate::engine::settings_sync::push_pending(&app.store, &s, client.clone()).await;
+    assert_eq!(sent, 2);
+    let got = client.settings.lock().unwrap().clone();
+    assert_eq!(got.len(), 2);
+    assert!(got.contains(&(dm.to_string(), C::Archived(false))));
+    assert!(got.contains(&(dm.to_string(), C::MutedUntil(Some(4102444800000)))));
+    assert!(app.store.pending_chat_settings(&sid, 10).await.unwrap().is_empty());
+    // Connected: a PATCH is sent right away.
+    app.patch(&format!("/api/v1/sessions/{sid}/chats/{dm}"), json!({"pinned": true, "unmute": true})).await.expect(200);
+    crate::support::eventually(10, "pin and unmute sent", || async {
+        let got = client.settings.lock().unwrap().clone();
+        got.contains(&(dm.to_string(), C::Pinned(true))) && got.contains(&(dm.to_string(), C::MutedUntil(None)))
+    }).await;
+    crate::support::eventually(10, "queue settled", || async { app.store.pending_chat_settings(&sid, 10).await.unwrap().is_empty() }).await;
+    // WhatsApp refuses: the change stays queued with its attempts counted.
+    *client.refuse_settings.lock().unwrap() = true;
+    app.patch(&format!("/api/v1/sessions/{sid}/chats/{dm}"), json!({"pinned": false})).await.expect(200);
+    crate::support::eventually(10, "refusal counted", || async {
+        app.store.pending_chat_settings(&sid, 10).await.unwrap().first().is_some_and(|p| p.attempts >= 1)
+    }).await;
+    // A newer change made on the phone wins over the queued one; an older one does not.
+    let far = wagate::domain::now_ms() + 60_000;
+    app.store.record_chat(&sid, &ChatSettings { pinned: Some(true), changed_at: Some(1), ..ChatSettings::new(dm.clone()) }).await.unwrap();
+    assert_eq!(app.store.pending_chat_settings(&sid, 10).await.unwrap().len(), 1);
+    app.store.record_chat(&sid, &ChatSettings { pinned: Some(true), changed_at: Some(far), ..ChatSettings::new(dm.clone()) }).await.unwrap();
+    assert!(app.store.pending_chat_settings(&sid, 10).await.unwrap().is_empty());
+    // Deleting the session leaves nothing queued.
+    app.patch(&format!("/api/v1/sessions/{sid}/chats/{dm}"), json!({"archived": true})).await.expect(200);
+    app.delete(&format!("/api/v1/sessions/{sid}")).await.expect(204);
+    assert!(app.store.pending_chat_settings(&sid, 10).await.unwrap().is_empty());
+});

@@ -3,7 +3,7 @@
 use super::{Conn, Pool};
 use crate::domain::{now_ms, Cursor, Jid};
 use crate::store::outbox::Touched;
-use crate::store::records::{ChatPatch, ChatRecord};
+use crate::store::records::{ChatPatch, ChatRecord, PendingChatSetting};
 
 pub const CHAT_COLS: &str =
     "id, session_id, jid, type, name, archived, pinned, muted_until, unread_count, last_message_at, aliases";
@@ -219,6 +219,100 @@ pub async fn patch(
     .bind(now_ms())
     .fetch_optional(conn)
     .await
+}
+
+/// Queues the settings an API call changed for the phone: the latest value per chat and
+/// setting wins (see migration 0005).
+pub async fn queue_for_phone(
+    conn: &mut Conn,
+    s: &str,
+    chat_jid: &str,
+    p: &ChatPatch,
+) -> sqlx::Result<()> {
+    let now = now_ms();
+    let changes = [
+        p.archived.map(|v| ("archived", v as i64)),
+        p.pinned.map(|v| ("pinned", v as i64)),
+        p.muted_until.map(|m| ("muted_until", m.unwrap_or(0))),
+    ];
+    for (setting, value) in changes.into_iter().flatten() {
+        sqlx::query(
+            "INSERT INTO chat_settings_pending (session_id, chat_jid, setting, value, changed_at, attempts)
+             VALUES ($1, $2, $3, $4, $5, 0)
+             ON CONFLICT (session_id, chat_jid, setting)
+             DO UPDATE SET value = excluded.value, changed_at = excluded.changed_at, attempts = 0",
+        )
+        .bind(s)
+        .bind(chat_jid)
+        .bind(setting)
+        .bind(value)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The oldest changes waiting for the phone.
+pub async fn pending_for_phone(
+    pool: &Pool,
+    s: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<PendingChatSetting>> {
+    sqlx::query_as::<_, PendingChatSetting>(
+        "SELECT chat_jid, setting, value, changed_at, attempts FROM chat_settings_pending
+         WHERE session_id = $1 ORDER BY changed_at, chat_jid, setting LIMIT $2",
+    )
+    .bind(s)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Settles a change: `sent` deletes it unless a newer one replaced it meanwhile; otherwise
+/// its attempts are counted.
+pub async fn settle_for_phone(
+    pool: &Pool,
+    s: &str,
+    p: &PendingChatSetting,
+    sent: bool,
+) -> sqlx::Result<()> {
+    let sql = if sent {
+        "DELETE FROM chat_settings_pending
+         WHERE session_id = $1 AND chat_jid = $2 AND setting = $3 AND changed_at = $4"
+    } else {
+        "UPDATE chat_settings_pending SET attempts = attempts + 1
+         WHERE session_id = $1 AND chat_jid = $2 AND setting = $3 AND changed_at = $4"
+    };
+    sqlx::query(sql)
+        .bind(s)
+        .bind(&p.chat_jid)
+        .bind(&p.setting)
+        .bind(p.changed_at)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A change made on the phone at `at` supersedes the API's older wish for that setting.
+pub async fn superseded_by_phone(
+    conn: &mut Conn,
+    s: &str,
+    chat_jid: &str,
+    setting: &str,
+    at: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "DELETE FROM chat_settings_pending
+         WHERE session_id = $1 AND chat_jid = $2 AND setting = $3 AND changed_at <= $4",
+    )
+    .bind(s)
+    .bind(chat_jid)
+    .bind(setting)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Sets the unread counter to zero; returns the chat and whether it changed.

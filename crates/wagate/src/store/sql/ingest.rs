@@ -129,6 +129,17 @@ async fn apply_chat(
         c.last_message_at,
     )
     .await?;
+    if let (Some(at), Some(chat)) = (c.changed_at, &row) {
+        // The phone's change, if newer, wins over one the API queued for it.
+        let settings = [
+            c.archived.map(|_| "archived"),
+            c.pinned.map(|_| "pinned"),
+            c.muted_until.map(|_| "muted_until"),
+        ];
+        for setting in settings.into_iter().flatten() {
+            super::chats::superseded_by_phone(&mut *conn, s, &chat.jid, setting, at).await?;
+        }
+    }
     t.chats.insert(id);
     Ok(row)
 }
@@ -376,6 +387,8 @@ pub async fn api_patch_chat(
             };
             let row = super::chats::patch(&mut tx, s, jid, p).await?;
             if let Some(c) = &row {
+                // What the API changed goes to the phone too, under the chat's own JID.
+                super::chats::queue_for_phone(&mut tx, s, &c.jid, p).await?;
                 out.push(Some(s), kind::CHAT_UPDATE, &Chat::from(c.clone()));
             }
             close(tx, s, Touched::default(), out).await?;

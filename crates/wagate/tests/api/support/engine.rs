@@ -8,7 +8,8 @@ use async_trait::async_trait;
 
 use wagate::domain::{Jid, Phone, SessionId};
 use wagate::engine::{
-    About, ChatPresence, Engine, EngineError, LiveClient, OnWhatsApp, ProfilePicture, QrCode,
+    About, ChatPresence, ChatSettingChange, Engine, EngineError, LiveClient, OnWhatsApp,
+    ProfilePicture, QrCode,
 };
 use wagate::store::{SessionRecord, SessionStatus, Store};
 
@@ -21,6 +22,10 @@ pub struct ScriptedClient {
     pub lookups: Mutex<Vec<Vec<String>>>,
     /// Account presence calls (`true` = online).
     pub available: Mutex<Vec<bool>>,
+    /// Chat settings sent to "WhatsApp".
+    pub settings: Mutex<Vec<(String, ChatSettingChange)>>,
+    /// When true, WhatsApp "refuses" chat settings.
+    pub refuse_settings: Mutex<bool>,
 }
 
 #[async_trait]
@@ -68,6 +73,21 @@ impl LiveClient for ScriptedClient {
                 url: format!("https://pps.example/{}.jpg", who.user()),
                 id: "1700000000".into(),
             }))
+    }
+
+    async fn push_chat_setting(
+        &self,
+        chat: &Jid,
+        change: ChatSettingChange,
+    ) -> Result<(), EngineError> {
+        if *self.refuse_settings.lock().unwrap() {
+            return Err(EngineError::Upstream("refused".into()));
+        }
+        self.settings
+            .lock()
+            .unwrap()
+            .push((chat.to_string(), change));
+        Ok(())
     }
 
     async fn about(&self, who: &Jid) -> Result<Option<About>, EngineError> {
