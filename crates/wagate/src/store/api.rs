@@ -107,6 +107,29 @@ impl Store {
         )?)
     }
 
+    /// Announces a session's new pairing QR code (`auth.qr` event: `{qr, expiresAt}`), so a
+    /// page can show each rotation without polling.
+    pub async fn record_qr(&self, id: &SessionId, qr: &str, expires_at: i64) -> anyhow::Result<()> {
+        let payload = serde_json::json!({"qr": qr, "expiresAt": expires_at});
+        let _w = self.write_gate().await;
+        on_db!(
+            self,
+            sessions::pairing_event(&id.to_string(), super::outbox::kind::AUTH_QR, &payload)
+        )?;
+        Ok(())
+    }
+
+    /// Announces a pairing code issued for linking by phone number (`auth.code`: `{code}`).
+    pub async fn record_pairing_code(&self, id: &SessionId, code: &str) -> anyhow::Result<()> {
+        let payload = serde_json::json!({"code": code});
+        let _w = self.write_gate().await;
+        on_db!(
+            self,
+            sessions::pairing_event(&id.to_string(), super::outbox::kind::AUTH_CODE, &payload)
+        )?;
+        Ok(())
+    }
+
     /// Records the WhatsApp account a session is paired with.
     pub async fn set_session_account(
         &self,

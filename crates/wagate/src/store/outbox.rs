@@ -22,6 +22,10 @@ pub mod kind {
     pub const SESSION_UPDATED: &str = "session.updated";
     pub const SESSION_STATUS: &str = "session.status";
     pub const SESSION_DELETED: &str = "session.deleted";
+    /// A new pairing QR code (first one, and each rotation).
+    pub const AUTH_QR: &str = "auth.qr";
+    /// A pairing code was issued for linking by phone number.
+    pub const AUTH_CODE: &str = "auth.code";
     pub const API_KEY_CREATED: &str = "api_key.created";
     pub const API_KEY_REVOKED: &str = "api_key.revoked";
 
@@ -42,6 +46,8 @@ pub mod kind {
         SESSION_UPDATED,
         SESSION_STATUS,
         SESSION_DELETED,
+        AUTH_QR,
+        AUTH_CODE,
         API_KEY_CREATED,
         API_KEY_REVOKED,
     ];

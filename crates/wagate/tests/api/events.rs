@@ -184,3 +184,27 @@ async fn a_polling_reader_misses_nothing_under_concurrent_writers() {
         all.len()
     );
 }
+
+dual!(async fn pairing_qr_rotations_and_codes_are_events(backend) {
+    let app = TestApp::new(backend).await;
+    let sid = app.session().await;
+    let s: wagate::domain::SessionId = sid.parse().unwrap();
+    app.store.record_qr(&s, "2@first", 1000).await.unwrap();
+    app.store.record_qr(&s, "2@second", 2000).await.unwrap();
+    app.store.record_pairing_code(&s, "ABCD1234").await.unwrap();
+    let ev = app.key("org-a", "events").await;
+    let r = app.call(Method::GET, "/api/v1/events?event=auth.qr,auth.code", Some(&ev), None).await;
+    r.expect(200);
+    let data = r.json()["data"].as_array().unwrap().clone();
+    let got: Vec<(String, Value)> = data.iter().map(|e| (e["event"].as_str().unwrap().to_owned(), e["payload"].clone())).collect();
+    assert_eq!(got, vec![
+        ("auth.qr".to_owned(), json!({"qr": "2@first", "expiresAt": 1000})),
+        ("auth.qr".to_owned(), json!({"qr": "2@second", "expiresAt": 2000})),
+        ("auth.code".to_owned(), json!({"code": "ABCD1234"})),
+    ]);
+    assert!(data.iter().all(|e| e["session"] == sid.as_str()));
+    // Another organization sees none of them.
+    let other = app.key("org-b", "events").await;
+    let theirs = app.call(Method::GET, "/api/v1/events?event=auth.qr", Some(&other), None).await.json();
+    assert_eq!(theirs["data"], json!([]));
+});

@@ -171,6 +171,29 @@ pub async fn set_status(
     Ok(result)
 }
 
+/// Writes a pairing event (`auth.qr`, `auth.code`) of a session: the event is the record.
+/// False when the session does not exist.
+pub async fn pairing_event(
+    pool: &Pool,
+    id: &str,
+    event: &'static str,
+    payload: &serde_json::Value,
+) -> sqlx::Result<bool> {
+    let mut tx = super::begin(pool).await?;
+    let org: Option<String> = sqlx::query_scalar("SELECT org_id FROM sessions WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(org) = org else {
+        return Ok(false);
+    };
+    let mut out = Outbox::new(&org);
+    out.push(Some(id), event, payload);
+    super::events::flush(&mut tx, &out).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// Records the WhatsApp account a session is paired with.
 pub async fn set_account(
     pool: &Pool,
