@@ -13,6 +13,7 @@ use crate::store::Store;
 struct Inner {
     owners: crate::http::SessionOwners,
     numbers: crate::http::contacts::NumberCache,
+    sender: crate::engine::sender::Sender,
     config: Config,
     store: Store,
     auth: Authenticator,
@@ -33,6 +34,7 @@ impl AppState {
         AppState(Arc::new(Inner {
             owners: Default::default(),
             numbers: Default::default(),
+            sender: crate::engine::sender::Sender::start(store.clone(), engine.clone()),
             config,
             store,
             auth,
@@ -65,6 +67,11 @@ impl AppState {
     /// Recent number-check answers (a short-lived cache).
     pub fn numbers(&self) -> &crate::http::contacts::NumberCache {
         &self.0.numbers
+    }
+
+    /// The sender of queued messages.
+    pub fn sender(&self) -> &crate::engine::sender::Sender {
+        &self.0.sender
     }
 
     pub fn metrics(&self) -> &Metrics {

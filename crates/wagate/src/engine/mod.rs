@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub mod send;
+pub mod sender;
 pub mod settings_sync;
 
 use crate::domain::{Jid, Phone, SessionId};
@@ -102,6 +104,12 @@ pub trait LiveClient: Send + Sync {
         chat: &Jid,
         change: ChatSettingChange,
     ) -> Result<(), EngineError>;
+    /// Sends one message with the id it carries (uploading its media first), and returns when
+    /// WhatsApp's server has it.
+    async fn send_message(
+        &self,
+        msg: &send::OutgoingMessage,
+    ) -> Result<send::SentAck, send::SendError>;
 }
 
 /// Runs sessions' WhatsApp connections.

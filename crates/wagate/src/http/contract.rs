@@ -76,6 +76,10 @@ fn parameter_schema(path: &str, location: &str, name: &str) -> Value {
             "minItems": 1,
             "items": {"type": "string", "enum": event_kind::ALL},
         }),
+        ("query", "async") => json!({"type": "boolean"}),
+        ("header", "Idempotency-Key") => {
+            json!({"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$"})
+        }
         _ => panic!("no constraint rule for the {location} parameter `{name}` of {path}"),
     }
 }
@@ -130,7 +134,7 @@ fn complete_operation(path: &str, method: &str, op: &mut Value) {
             }
             match location.as_str() {
                 "path" => has_path_params = true,
-                "query" => has_query_params = true,
+                "query" | "header" => has_query_params = true,
                 _ => {}
             }
         }

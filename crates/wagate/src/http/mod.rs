@@ -11,6 +11,7 @@ pub mod events;
 pub mod extract;
 pub mod metrics;
 pub mod models;
+pub mod send;
 pub mod sessions;
 pub mod system;
 
@@ -107,6 +108,7 @@ organization API key (`wag_...`, also accepted as `X-Api-Key`). Errors always ha
     tags(
         (name = "sessions", description = "Attach and control WhatsApp numbers."),
         (name = "chats", description = "The stored copy of chats and messages, and chat actions."),
+        (name = "messages", description = "Sending, through a durable outbox."),
         (name = "contacts", description = "People a session has seen, and number checks."),
         (name = "api-keys", description = "Keys for scripts and services."),
         (name = "events", description = "The outbox of changes, as a pull feed."),
@@ -157,6 +159,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(chats::mark_read))
         .routes(routes!(chats::set_presence))
         .routes(routes!(chats::list_messages))
+        .routes(routes!(send::send_message))
         .routes(routes!(contacts::list_contacts))
         .routes(routes!(
             contacts::check_number,

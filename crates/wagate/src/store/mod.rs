@@ -18,6 +18,7 @@
 
 pub mod ingest;
 pub mod keys;
+pub mod outgoing;
 pub mod records;
 
 mod api;

@@ -16,4 +16,5 @@ mod messages;
 mod openapi;
 mod privacy;
 mod review;
+mod send;
 mod sessions;

@@ -374,6 +374,53 @@ pub async fn history(pool: &Pool, s: &str, b: &HistoryBatch) -> sqlx::Result<His
 
 // Changes made through the API: the same transaction shape, the same events.
 
+/// Accepts a send: the job and its stored message in one transaction, or the earlier job of the
+/// same idempotency key (the session's lock makes concurrent retries wait for the first).
+pub async fn enqueue_send(
+    pool: &Pool,
+    job: &crate::store::outgoing::OutgoingRecord,
+    msg: &NewMessage,
+) -> sqlx::Result<Option<crate::store::outgoing::Enqueued>> {
+    use crate::store::outgoing::Enqueued;
+    let s = job.session_id.as_str();
+    retrying!(
+        async {
+            let Some((mut tx, mut out)) = open(pool, s).await? else {
+                return Ok(None);
+            };
+            if let Some(key) = &job.idempotency_key {
+                if let Some(earlier) = super::outgoing::by_key(&mut tx, s, key).await? {
+                    tx.rollback().await?;
+                    return Ok(Some(Enqueued {
+                        job: earlier,
+                        created: false,
+                    }));
+                }
+            }
+            let mut t = Touched::default();
+            let opts = RecordOptions {
+                count_unread: false,
+                emit_events: true,
+            };
+            let recorded = super::messages::record(
+                &mut tx,
+                s,
+                std::slice::from_ref(msg),
+                opts,
+                &mut t,
+                &mut out,
+            )
+            .await?;
+            let mut job = job.clone();
+            job.message_id = recorded.first().map(|r| r.id).unwrap_or_default();
+            super::outgoing::insert(&mut tx, &job).await?;
+            close(tx, s, t, out).await?;
+            Ok(Some(Enqueued { job, created: true }))
+        }
+        .await
+    )
+}
+
 pub async fn api_patch_chat(
     pool: &Pool,
     s: &str,

@@ -18,6 +18,8 @@ pub mod events;
 pub mod ingest;
 #[path = "messages.rs"]
 pub mod messages;
+#[path = "outgoing.rs"]
+pub mod outgoing;
 #[path = "people.rs"]
 pub mod people;
 #[path = "sessions.rs"]

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use wagate::domain::{Jid, Phone, SessionId};
+use wagate::engine::send::{OutgoingMessage, SendError, SentAck};
 use wagate::engine::{
     About, ChatPresence, ChatSettingChange, Engine, EngineError, LiveClient, OnWhatsApp,
     ProfilePicture, QrCode,
@@ -26,6 +27,10 @@ pub struct ScriptedClient {
     pub settings: Mutex<Vec<(String, ChatSettingChange)>>,
     /// When true, WhatsApp "refuses" chat settings.
     pub refuse_settings: Mutex<bool>,
+    /// Messages "WhatsApp" accepted, in order.
+    pub sent: Mutex<Vec<OutgoingMessage>>,
+    /// Failures the next sends meet (popped from the end).
+    pub send_failures: Mutex<Vec<SendError>>,
 }
 
 #[async_trait]
@@ -90,6 +95,16 @@ impl LiveClient for ScriptedClient {
         Ok(())
     }
 
+    async fn send_message(&self, msg: &OutgoingMessage) -> Result<SentAck, SendError> {
+        if let Some(e) = self.send_failures.lock().unwrap().pop() {
+            return Err(e);
+        }
+        self.sent.lock().unwrap().push(msg.clone());
+        Ok(SentAck {
+            timestamp: 1_700_000_000_000,
+        })
+    }
+
     async fn about(&self, who: &Jid) -> Result<Option<About>, EngineError> {
         Ok(self
             .directory
@@ -123,6 +138,11 @@ impl ScriptedEngine {
     }
 
     /// Gives the session a connected client.
+    /// The session loses its client.
+    pub fn disconnect(&self, sid: &str) {
+        self.clients.lock().unwrap().remove(&sid.parse().unwrap());
+    }
+
     pub fn connect(&self, sid: &str) -> Arc<ScriptedClient> {
         let c = Arc::new(ScriptedClient::default());
         self.clients
