@@ -10,7 +10,7 @@ use crate::app::{app, AppState};
 use crate::auth::ApiKeyService;
 use crate::config::Config;
 use crate::domain::{now_ms, CapSet};
-use crate::engine::OfflineEngine;
+use crate::engine::whatsapp::{WaConfig, WaEngine};
 use crate::store::Store;
 
 #[derive(Debug, Parser)]
@@ -104,7 +104,25 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let addr = cfg.listen_addr();
     let sweeper = tokio::spawn(sweep_events(store.clone(), cfg.events_retention_days));
-    let state = AppState::new(cfg, store.clone(), Arc::new(OfflineEngine));
+    if cfg!(feature = "simulator") {
+        tracing::warn!(url = cfg.wa_url, "TEST BUILD (feature `simulator`): WhatsApp's certificates are NOT checked; talking to a simulator only");
+    }
+    let engine = WaEngine::new(
+        store.clone(),
+        WaConfig {
+            url: cfg.wa_url.clone(),
+            max_connect_failures: cfg.max_connect_failures,
+            resume_concurrency: cfg.resume_concurrency,
+        },
+    );
+    let resumed = engine.resume_all().await?;
+    if resumed > 0 {
+        tracing::info!(
+            sessions = resumed,
+            "reconnecting the sessions that were running"
+        );
+    }
+    let state = AppState::new(cfg, store.clone(), Arc::new(engine.clone()));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
@@ -113,6 +131,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     sweeper.abort();
+    engine.shutdown().await;
     store.close().await;
     Ok(())
 }
@@ -127,6 +146,13 @@ async fn sweep_events(store: crate::store::Store, days: u64) {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "outbox retention: old events deleted"),
             Err(e) => tracing::warn!(error = %e, "outbox retention sweep failed"),
+        }
+        // Finished sends (and their idempotency keys) are kept 7 days, well over the 24 h promised.
+        if let Err(e) = store
+            .sweep_sends(crate::domain::now_ms() - 7 * 86_400_000)
+            .await
+        {
+            tracing::warn!(error = %e, "sent-message retention sweep failed");
         }
     }
 }

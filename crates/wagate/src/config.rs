@@ -44,7 +44,17 @@ pub struct Config {
     pub default_rate_per_hour: i64,
     /// How long outbox events are kept, days.
     pub events_retention_days: u64,
+    /// WhatsApp's chat socket. Only a `simulator` build may point elsewhere, and only at loopback.
+    pub wa_url: String,
+    /// Consecutive failed connects after which a session is `failed` (the engine would retry
+    /// forever).
+    pub max_connect_failures: u32,
+    /// Sessions reconnecting at once when the gateway starts.
+    pub resume_concurrency: usize,
 }
+
+/// WhatsApp's chat socket.
+pub const WHATSAPP_URL: &str = "wss://web.whatsapp.com/ws/chat";
 
 impl Default for Config {
     fn default() -> Self {
@@ -67,6 +77,9 @@ impl Default for Config {
             default_rate_per_min: 20,
             default_rate_per_hour: 600,
             events_retention_days: 7,
+            wa_url: WHATSAPP_URL.into(),
+            max_connect_failures: 5,
+            resume_concurrency: 16,
         }
     }
 }
@@ -176,6 +189,32 @@ impl Config {
                 self.events_retention_days
             ));
         }
+        let url = url::Url::parse(&self.wa_url).map_err(|e| {
+            ConfigError(format!(
+                "wa_url (WAGATE_WA_URL): `{}` is not a URL: {e}",
+                self.wa_url
+            ))
+        })?;
+        if !matches!(url.scheme(), "ws" | "wss") {
+            return err(format!(
+                "wa_url (WAGATE_WA_URL): `{}` must be ws:// or wss://",
+                self.wa_url
+            ));
+        }
+        let loopback = matches!(
+            url.host_str(),
+            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+        );
+        if cfg!(feature = "simulator") && !loopback {
+            return err(format!(
+                "this is a TEST BUILD (feature `simulator`: WhatsApp's certificates are not checked); it only talks \
+to a simulator on loopback, and WAGATE_WA_URL is `{}`",
+                self.wa_url
+            ));
+        }
+        if self.max_connect_failures < 1 || self.resume_concurrency < 1 {
+            return err("max_connect_failures and resume_concurrency must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -214,15 +253,46 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_sqlite() {
         let c = Config::default();
-        c.validate().unwrap();
+        if cfg!(feature = "simulator") {
+            // A test build refuses WhatsApp itself, loudly.
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("TEST BUILD"), "{e}");
+        } else {
+            c.validate().unwrap();
+        }
         assert_eq!(c.database_url(), "sqlite://./data/wagate.db");
     }
 
     #[test]
+    fn the_chat_socket_is_checked() {
+        let with = |url: &str| {
+            Config {
+                wa_url: url.into(),
+                ..Config::default()
+            }
+            .validate()
+        };
+        assert!(with("ws://127.0.0.1:9/ws/chat").is_ok());
+        assert!(with("http://127.0.0.1:9/")
+            .unwrap_err()
+            .to_string()
+            .contains("WAGATE_WA_URL"));
+        assert!(with("not a url").is_err());
+        assert_eq!(
+            with("wss://example.com/ws/chat").is_ok(),
+            !cfg!(feature = "simulator")
+        );
+    }
+
+    #[test]
     fn bad_settings_are_named() {
+        let ok = Config {
+            wa_url: "ws://127.0.0.1:9/ws/chat".into(),
+            ..Config::default()
+        };
         let c = Config {
             listen: "nope".into(),
-            ..Config::default()
+            ..ok.clone()
         };
         assert!(c
             .validate()
@@ -231,7 +301,7 @@ mod tests {
             .contains("WAGATE_LISTEN"));
         let c = Config {
             database_url: "mysql://x".into(),
-            ..Config::default()
+            ..ok.clone()
         };
         assert!(c
             .validate()
@@ -240,7 +310,7 @@ mod tests {
             .contains("WAGATE_DATABASE_URL"));
         let c = Config {
             jwks_url: "https://id.example/jwks".into(),
-            ..Config::default()
+            ..ok
         };
         assert!(c
             .validate()
@@ -259,6 +329,7 @@ mod tests {
             )?;
             jail.set_env("WAGATE_BODY_LIMIT_BYTES", "8192");
             jail.set_env("WAGATE_TEST_SOMETHING", "ignored");
+            jail.set_env("WAGATE_WA_URL", "ws://127.0.0.1:9/ws/chat");
             let c = Config::load(Some(Path::new("w.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.listen, "127.0.0.1:9000");
             assert_eq!(c.body_limit_bytes, 8192);

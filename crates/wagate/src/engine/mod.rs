@@ -12,6 +12,7 @@ use async_trait::async_trait;
 pub mod send;
 pub mod sender;
 pub mod settings_sync;
+pub mod whatsapp;
 
 use crate::domain::{Jid, Phone, SessionId};
 use crate::store::SessionRecord;

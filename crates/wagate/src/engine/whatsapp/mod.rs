@@ -1,0 +1,510 @@
+//! The production engine: each session is a WhatsApp linked device run by `whatsapp-rust`.
+//!
+//! One client per session, its keys in the gateway's database (`Store::key_store`), its events
+//! handed in order to a per-session task that records them through the store (statuses, QR
+//! codes, receipts, chat settings, names) and its inbound messages committed by the engine's
+//! durability hook before WhatsApp is acknowledged. The engine retries failed connects forever
+//! and says nothing; a watchdog here counts them and ends the session as `failed` after
+//! `max_connect_failures`.
+
+mod convert;
+mod live;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use whatsapp_rust::bot::{Bot, BotHandle};
+use whatsapp_rust::types::durability_hook::InboundDurabilityHook;
+use whatsapp_rust::types::events::{Event, EventHandler, InboundMessage};
+use whatsapp_rust::Client;
+use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
+use whatsapp_rust_ureq_http_client::UreqHttpClient;
+
+use super::{Engine, EngineError, LiveClient, QrCode};
+use crate::domain::{now_ms, Phone, SessionId};
+use crate::store::ingest::{ChatSettings, Receipt, RecordOptions};
+use crate::store::{MessageStatus, SessionRecord, SessionStatus, Store};
+
+/// The web client version announced to WhatsApp (fixed, so no HTTP fetch precedes a connect).
+const WA_VERSION: (u32, u32, u32) = (2, 3000, 1_027_000_000);
+/// Pre-keys a device keeps uploaded (the engine's default is 812; they live in the database).
+const PRE_KEYS: usize = 100;
+
+/// Settings of the engine.
+#[derive(Debug, Clone)]
+pub struct WaConfig {
+    pub url: String,
+    pub max_connect_failures: u32,
+    pub resume_concurrency: usize,
+}
+
+struct Running {
+    client: Arc<Client>,
+    handle: tokio::sync::Mutex<Option<BotHandle>>,
+    qr: Mutex<Option<QrCode>>,
+    /// Set when the gateway ends the connection itself (stop, logout, a final status).
+    ending: AtomicBool,
+}
+
+struct Inner {
+    store: Store,
+    cfg: WaConfig,
+    sessions: Mutex<HashMap<SessionId, Arc<Running>>>,
+}
+
+/// Runs sessions on WhatsApp (or, in a `simulator` build, on wa-sim).
+#[derive(Clone)]
+pub struct WaEngine(Arc<Inner>);
+
+impl WaEngine {
+    pub fn new(store: Store, cfg: WaConfig) -> Self {
+        WaEngine(Arc::new(Inner {
+            store,
+            cfg,
+            sessions: Mutex::default(),
+        }))
+    }
+
+    fn running(&self, sid: &SessionId) -> Option<Arc<Running>> {
+        self.0
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sid)
+            .cloned()
+    }
+
+    /// Reconnects the sessions that were connecting or working when the gateway stopped, a
+    /// bounded number at a time with a little jitter, so a restart is no reconnect storm.
+    pub async fn resume_all(&self) -> anyhow::Result<usize> {
+        let sessions = self.0.store.list_active_sessions().await?;
+        let n = sessions.len();
+        let gate = Arc::new(tokio::sync::Semaphore::new(self.0.cfg.resume_concurrency));
+        for s in sessions {
+            let this = self.clone();
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let Ok(_permit) = gate.acquire_owned().await else {
+                    return;
+                };
+                let jitter = rand::random::<u64>() % 250;
+                tokio::time::sleep(Duration::from_millis(jitter)).await;
+                if let Ok(sid) = s.id.parse::<SessionId>() {
+                    this.set_status(
+                        &sid,
+                        SessionStatus::Starting,
+                        Some("reconnecting after a gateway restart"),
+                    )
+                    .await;
+                }
+                if let Err(e) = this.start(&s).await {
+                    tracing::warn!(session = s.id, error = %e, "could not resume the session");
+                }
+            });
+        }
+        Ok(n)
+    }
+
+    /// Disconnects every session (keeping their status, so the next start resumes them).
+    pub async fn shutdown(&self) {
+        let all: Vec<SessionId> = self
+            .0
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        let stops = all.iter().map(|sid| self.stop(sid));
+        futures::future::join_all(stops).await;
+    }
+
+    async fn set_status(&self, sid: &SessionId, status: SessionStatus, reason: Option<&str>) {
+        if let Err(e) = self.0.store.set_session_status(sid, status, reason).await {
+            tracing::warn!(session = %sid, error = %format!("{e:#}"), "could not record a status");
+        }
+    }
+
+    /// Ends a session's connection from inside (a final status): the client is shut down in
+    /// the background.
+    fn end(&self, sid: &SessionId) {
+        let Some(r) = self
+            .0
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sid)
+        else {
+            return;
+        };
+        r.ending.store(true, Ordering::SeqCst);
+        tokio::spawn(async move {
+            if let Some(h) = r.handle.lock().await.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(25), h.shutdown()).await;
+            }
+        });
+    }
+
+    async fn on_event(&self, sid: SessionId, run: &Arc<Running>, event: &Event) {
+        let store = &self.0.store;
+        let s = sid.to_string();
+        match event {
+            Event::PairingQrCode(q) => {
+                let expires_at = now_ms() + q.timeout.as_millis() as i64;
+                *run.qr.lock().unwrap_or_else(|p| p.into_inner()) = Some(QrCode {
+                    code: q.code.clone(),
+                    expires_at,
+                });
+                self.set_status(
+                    &sid,
+                    SessionStatus::ScanQrCode,
+                    Some("scan the QR code with the phone"),
+                )
+                .await;
+                let _ = store.record_qr(&sid, &q.code, expires_at).await;
+            }
+            Event::PairSuccess(p) => {
+                *run.qr.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                let phone = convert::jid(&p.id).map(|j| j.user().to_owned());
+                let _ = store
+                    .set_session_account(
+                        &sid,
+                        convert::jid(&p.id).map(|j| j.to_string()).as_deref(),
+                        convert::jid(&p.lid).map(|j| j.to_string()).as_deref(),
+                        phone.as_deref(),
+                        None,
+                    )
+                    .await;
+                self.set_status(&sid, SessionStatus::Starting, Some("paired; connecting"))
+                    .await;
+            }
+            Event::Connected(_) => {
+                *run.qr.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                self.set_status(&sid, SessionStatus::Working, None).await;
+                let client: Arc<dyn LiveClient> = Arc::new(live::WaLive(run.client.clone()));
+                let store = store.clone();
+                tokio::spawn(async move {
+                    super::settings_sync::push_pending(&store, &sid, client).await;
+                });
+            }
+            Event::Disconnected(_) if !run.ending.load(Ordering::SeqCst) => {
+                self.set_status(
+                    &sid,
+                    SessionStatus::Starting,
+                    Some("connection lost; reconnecting"),
+                )
+                .await;
+            }
+            Event::LoggedOut(l) => {
+                let reason = format!("WhatsApp unlinked this device ({:?})", l.reason);
+                self.end(&sid);
+                let _ = store.key_store(&s).delete_all().await;
+                self.set_status(&sid, SessionStatus::LoggedOut, Some(&reason))
+                    .await;
+            }
+            Event::StreamReplaced(_) => {
+                self.end(&sid);
+                self.set_status(
+                    &sid,
+                    SessionStatus::Failed,
+                    Some("another connection of this device replaced this one; start the session again to take over"),
+                )
+                .await;
+            }
+            Event::TemporaryBan(b) => {
+                let until = now_ms() + b.expire.num_milliseconds();
+                let reason = format!(
+                    "temporarily banned by WhatsApp ({:?}) until {until} (epoch ms)",
+                    b.code
+                );
+                self.end(&sid);
+                self.set_status(&sid, SessionStatus::Failed, Some(&reason))
+                    .await;
+            }
+            Event::Messages(batch) if !batch.hook_committed => {
+                record_batch(store, &s, &batch.messages).await.ok();
+            }
+            Event::Receipt(r) => {
+                let status = match r.r#type {
+                    whatsapp_rust::types::presence::ReceiptType::Delivered => {
+                        Some(MessageStatus::Delivered)
+                    }
+                    whatsapp_rust::types::presence::ReceiptType::Read
+                    | whatsapp_rust::types::presence::ReceiptType::ReadSelf => {
+                        Some(MessageStatus::Read)
+                    }
+                    whatsapp_rust::types::presence::ReceiptType::Played
+                    | whatsapp_rust::types::presence::ReceiptType::PlayedSelf => {
+                        Some(MessageStatus::Played)
+                    }
+                    _ => None,
+                };
+                if let (Some(status), Some(chat)) = (status, convert::jid(&r.source.chat)) {
+                    let receipt = Receipt {
+                        chat,
+                        ids: r.message_ids.iter().map(|i| i.to_string()).collect(),
+                        status,
+                        error: None,
+                    };
+                    if let Err(e) = store.record_receipt(&s, &receipt).await {
+                        tracing::warn!(session = s, error = %format!("{e:#}"), "receipt not recorded");
+                    }
+                }
+            }
+            Event::ArchiveUpdate(u) => {
+                if let Some(chat) = convert::jid(&u.jid) {
+                    let c = ChatSettings {
+                        archived: Some(u.action.archived.unwrap_or(false)),
+                        changed_at: Some(u.timestamp.timestamp_millis()),
+                        ..ChatSettings::new(chat)
+                    };
+                    let _ = store.record_chat(&s, &c).await;
+                }
+            }
+            Event::PinUpdate(u) => {
+                if let Some(chat) = convert::jid(&u.jid) {
+                    let c = ChatSettings {
+                        pinned: Some(u.action.pinned.unwrap_or(false)),
+                        changed_at: Some(u.timestamp.timestamp_millis()),
+                        ..ChatSettings::new(chat)
+                    };
+                    let _ = store.record_chat(&s, &c).await;
+                }
+            }
+            Event::MuteUpdate(u) => {
+                if let Some(chat) = convert::jid(&u.jid) {
+                    let muted = u.action.muted.unwrap_or(false);
+                    let until = u.action.mute_end_timestamp.filter(|t| *t > 0);
+                    let c = ChatSettings {
+                        muted_until: Some(if muted {
+                            Some(until.unwrap_or(i64::MAX))
+                        } else {
+                            None
+                        }),
+                        changed_at: Some(u.timestamp.timestamp_millis()),
+                        ..ChatSettings::new(chat)
+                    };
+                    let _ = store.record_chat(&s, &c).await;
+                }
+            }
+            Event::MarkChatAsReadUpdate(u) => {
+                if let Some(chat) = convert::jid(&u.jid) {
+                    let read = u.action.read.unwrap_or(false);
+                    if read {
+                        let c = ChatSettings {
+                            unread_count: Some(0),
+                            ..ChatSettings::new(chat)
+                        };
+                        let _ = store.record_chat(&s, &c).await;
+                    }
+                }
+            }
+            Event::DeleteChatUpdate(u) => {
+                if let Some(chat) = convert::jid(&u.jid) {
+                    let c = ChatSettings {
+                        deleted: true,
+                        ..ChatSettings::new(chat)
+                    };
+                    let _ = store.record_chat(&s, &c).await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Watches the connection: the engine retries failed connects forever without an event,
+    /// so the gateway counts them and gives up honestly.
+    async fn watchdog(self, sid: SessionId, run: Arc<Running>) {
+        let max = self.0.cfg.max_connect_failures;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if run.ending.load(Ordering::SeqCst)
+                || self.running(&sid).is_none_or(|r| !Arc::ptr_eq(&r, &run))
+            {
+                return;
+            }
+            let failures = run.client.stats().reconnect_errors;
+            if failures >= max && !run.client.is_connected() {
+                self.end(&sid);
+                let reason = format!("could not connect to WhatsApp {failures} times in a row");
+                self.set_status(&sid, SessionStatus::Failed, Some(&reason))
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+async fn record_batch(store: &Store, s: &str, batch: &[InboundMessage]) -> anyhow::Result<()> {
+    let msgs: Vec<_> = batch.iter().filter_map(convert::new_message).collect();
+    if msgs.is_empty() {
+        return Ok(());
+    }
+    store
+        .record_messages(s, &msgs, RecordOptions::default())
+        .await?;
+    Ok(())
+}
+
+/// Commits inbound messages before the engine acknowledges them to WhatsApp.
+struct Durable {
+    store: Store,
+    session: String,
+}
+
+#[async_trait]
+impl InboundDurabilityHook for Durable {
+    async fn on_messages(
+        &self,
+        _client: Arc<Client>,
+        batch: &[InboundMessage],
+    ) -> anyhow::Result<()> {
+        record_batch(&self.store, &self.session, batch).await
+    }
+}
+
+/// Hands the engine's events, in order and without dropping any, to the session's task.
+struct Forward(mpsc::UnboundedSender<Arc<Event>>);
+
+impl EventHandler for Forward {
+    fn handle_event(&self, event: Arc<Event>) {
+        let _ = self.0.send(event);
+    }
+}
+
+/// The test build's HTTP client: media hosts on 127.0.0.1 (the simulator) over plain HTTP.
+struct Http(UreqHttpClient);
+
+#[async_trait]
+impl whatsapp_rust::http::HttpClient for Http {
+    async fn execute(
+        &self,
+        mut request: whatsapp_rust::http::HttpRequest,
+    ) -> anyhow::Result<whatsapp_rust::http::HttpResponse> {
+        if cfg!(feature = "simulator") {
+            if let Some(rest) = request.url.strip_prefix("https://127.0.0.1:") {
+                request.url = format!("http://127.0.0.1:{rest}");
+            }
+        }
+        self.0.execute(request).await
+    }
+}
+
+#[async_trait]
+impl Engine for WaEngine {
+    async fn start(&self, session: &SessionRecord) -> Result<(), EngineError> {
+        let sid: SessionId = session.id.parse().map_err(EngineError::Conflict)?;
+        if self.running(&sid).is_some() {
+            return Err(EngineError::Conflict(
+                "the session is already running".into(),
+            ));
+        }
+        let backend = Arc::new(self.0.store.key_store(&session.id));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let bot = Bot::builder()
+            .with_backend_arc(backend)
+            .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(&self.0.cfg.url))
+            .with_http_client(Http(UreqHttpClient::new()))
+            .with_runtime(whatsapp_rust::TokioRuntime)
+            .with_version(WA_VERSION)
+            .with_wanted_pre_key_count(PRE_KEYS)
+            .with_event_handler(Forward(tx))
+            .with_inbound_durability_hook(Durable {
+                store: self.0.store.clone(),
+                session: session.id.clone(),
+            })
+            .skip_history_sync()
+            .build()
+            .await
+            .map_err(|e| {
+                EngineError::Upstream(format!("could not build the WhatsApp client: {e}"))
+            })?;
+        let client = bot.client();
+        let run = Arc::new(Running {
+            client,
+            handle: tokio::sync::Mutex::new(None),
+            qr: Mutex::new(None),
+            ending: AtomicBool::new(false),
+        });
+        {
+            let mut map = self.0.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            if map.contains_key(&sid) {
+                return Err(EngineError::Conflict(
+                    "the session is already running".into(),
+                ));
+            }
+            map.insert(sid, run.clone());
+        }
+        *run.handle.lock().await = Some(bot.spawn());
+        let this = self.clone();
+        let events_run = run.clone();
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                this.on_event(sid, &events_run, &e).await;
+            }
+        });
+        tokio::spawn(self.clone().watchdog(sid, run));
+        Ok(())
+    }
+
+    async fn stop(&self, sid: &SessionId) -> Result<(), EngineError> {
+        let Some(r) = self
+            .0
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sid)
+        else {
+            return Ok(());
+        };
+        r.ending.store(true, Ordering::SeqCst);
+        if let Some(h) = r.handle.lock().await.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(25), h.shutdown()).await;
+        }
+        Ok(())
+    }
+
+    async fn logout(&self, sid: &SessionId) -> Result<(), EngineError> {
+        let r = self.running(sid).ok_or(EngineError::NotConnected)?;
+        if !r.client.is_connected() {
+            return Err(EngineError::NotConnected);
+        }
+        r.ending.store(true, Ordering::SeqCst);
+        r.client.logout().await;
+        self.stop(sid).await
+    }
+
+    async fn qr(&self, sid: &SessionId) -> Result<QrCode, EngineError> {
+        let r = self.running(sid).ok_or(EngineError::NotConnected)?;
+        let qr = r.qr.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        qr.ok_or_else(|| EngineError::Conflict("the session is not waiting for a QR scan".into()))
+    }
+
+    async fn pairing_code(&self, sid: &SessionId, phone: &Phone) -> Result<String, EngineError> {
+        let r = self.running(sid).ok_or(EngineError::NotConnected)?;
+        if r.client.is_logged_in() {
+            return Err(EngineError::Conflict(
+                "the session is already paired".into(),
+            ));
+        }
+        let options = whatsapp_rust::pair_code::PairCodeOptions {
+            phone_number: phone.digits().to_owned(),
+            ..Default::default()
+        };
+        let code = r.client.pair_with_code(options).await.map_err(|e| {
+            EngineError::Upstream(format!("WhatsApp did not issue a pairing code: {e}"))
+        })?;
+        let _ = self.0.store.record_pairing_code(sid, &code).await;
+        Ok(code)
+    }
+
+    fn client(&self, sid: &SessionId) -> Option<Arc<dyn LiveClient>> {
+        let r = self.running(sid)?;
+        (r.client.is_connected() && r.client.is_logged_in())
+            .then(|| Arc::new(live::WaLive(r.client.clone())) as Arc<dyn LiveClient>)
+    }
+}
