@@ -121,3 +121,174 @@ async fn pair_receive_send_and_survive_a_restart() {
     .await;
     w.stop_gateway().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pair_by_code_and_live_calls() {
+    let w = World::new().await;
+    let (s, created) = w.post("/api/v1/sessions", json!({})).await;
+    assert_eq!(s, 201, "{created}");
+    let sid = created["id"].as_str().unwrap().to_owned();
+    let (s, v) = w
+        .post(&format!("/api/v1/sessions/{sid}:start"), json!(null))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    w.wait_status(&sid, "scan_qr_code").await;
+    let (s, code) = w
+        .post(
+            &format!("/api/v1/sessions/{sid}/pairing-code"),
+            json!({"phone": "+62 811 0000 0003"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{code}");
+    let code = code["code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 8, "{code}");
+    let (s, v) = w
+        .sim_post(
+            "/control/pair-code",
+            json!({"phone": "6281100000003", "code": code, "name": "Sales"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    w.wait_status(&sid, "working").await;
+    // The code was announced on the feed.
+    let feed = w.get("/api/v1/events?event=auth.code").await;
+    assert_eq!(feed["data"][0]["payload"]["code"], code.as_str(), "{feed}");
+
+    // Number check through WhatsApp (and the batch form).
+    w.person("6281200000004", "Bob").await;
+    let one = w
+        .get(&format!(
+            "/api/v1/sessions/{sid}/contacts/check?phone=6281200000004"
+        ))
+        .await;
+    assert_eq!(one["isOnWhatsApp"], true, "{one}");
+    let (s, many) = w
+        .post(
+            &format!("/api/v1/sessions/{sid}/contacts/check"),
+            json!({"phones": ["6281200000004", "6289999999999"]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{many}");
+    assert_eq!(many["data"][0]["isOnWhatsApp"], true);
+    assert_eq!(many["data"][1]["isOnWhatsApp"], false);
+    // Typing reaches the person.
+    let (s, v) = w
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/sessions/{sid}/chats/6281200000004@s.whatsapp.net/presence"),
+            Some(json!({"state": "composing"})),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    eventually("the chat state at the simulator", || async {
+        let v = w.sim_get("/control/chatstates").await;
+        v.to_string().contains("composing").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_settings_travel_both_ways() {
+    let w = World::new().await;
+    let sid = w.paired_session("6281100000005", "Ops").await;
+    w.person("6281200000006", "Carol").await;
+    let (s, v) = w
+        .sim_post(
+            "/control/people/6281200000006/send",
+            json!({"to": "6281100000005", "text": "hello"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let cid = "6281200000006@s.whatsapp.net";
+    eventually("the chat", || async {
+        let (s, _) = w
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/sessions/{sid}/chats/{cid}"),
+                None,
+            )
+            .await;
+        (s == 200).then_some(())
+    })
+    .await;
+    // Archived and pinned through the API: the phone shows the same.
+    let (s, v) = w
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/sessions/{sid}/chats/{cid}"),
+            Some(json!({"archived": true, "pinned": true})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    eventually("the phone's chat settings", || async {
+        let v = w
+            .sim_get("/control/accounts/6281100000005/chat-settings")
+            .await;
+        let c = &v["chats"][cid];
+        (c["archived"] == true && c["pinned"] == true).then_some(())
+    })
+    .await;
+    // Muted on the phone: the stored copy follows.
+    let until = 4_102_444_800_000_i64;
+    let (s, v) = w
+        .sim_post(
+            "/control/accounts/6281100000005/chat-settings",
+            json!({"chat": cid, "mutedUntil": until, "archived": false}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    eventually("the stored chat follows the phone", || async {
+        let c = w.get(&format!("/api/v1/sessions/{sid}/chats/{cid}")).await;
+        (c["mutedUntil"] == until && c["archived"] == false).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_end_in_the_right_status() {
+    let w = World::new().await;
+    let a = w.paired_session("6281100000007", "A").await;
+    let b = w.paired_session("6281100000008", "B").await;
+    let c = w.paired_session("6281100000009", "C").await;
+    // A dropped connection comes back by itself.
+    let (s, v) = w
+        .sim_post(
+            "/control/fault",
+            json!({"jid": "6281100000007:1@s.whatsapp.net", "kind": "close"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    w.wait_status(&a, "working").await;
+    // WhatsApp unlinks the device: logged out, with the reason.
+    let (s, v) = w
+        .sim_post(
+            "/control/fault",
+            json!({"jid": "6281100000008:1@s.whatsapp.net", "kind": "logout"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let out = w.wait_status(&b, "logged_out").await;
+    assert!(
+        out["statusReason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unlinked"),
+        "{out}"
+    );
+    // Another connection replaces this one: failed, and no fight back.
+    let (s, v) = w
+        .sim_post(
+            "/control/fault",
+            json!({"jid": "6281100000009:1@s.whatsapp.net", "kind": "replaced"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let failed = w.wait_status(&c, "failed").await;
+    assert!(
+        failed["statusReason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("replaced"),
+        "{failed}"
+    );
+}
