@@ -292,3 +292,90 @@ async fn faults_end_in_the_right_status() {
         "{failed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_sync_fills_the_stored_copy_as_the_scenario_says() {
+    let w = World::new().await;
+    let scenario = json!({
+        "accounts": [{"phone": "6281100000010", "name": "Archive",
+            "history": {
+                "conversations": [
+                    {"chat": "6281200000011", "name": "Dewi", "archived": true, "pinned": 1700000500,
+                     "mutedUntil": 4102444800000_i64, "unreadCount": 2,
+                     "messages": [
+                        {"id": "H1", "from": "6281200000011", "text": "old hello", "timestamp": 1700000000, "pushName": "Dewi"},
+                        {"id": "H2", "from": "me", "text": "old reply", "timestamp": 1700000060}
+                     ]},
+                    {"chat": "6281200000012", "name": "Eko", "messages": [
+                        {"id": "H3", "from": "6281200000012", "text": "ping", "timestamp": 1700000100, "pushName": "Eko"}
+                    ]}
+                ],
+                "pushNames": {"6281200000013": "Fajar"}
+            }}],
+        "people": [{"phone": "6281200000011", "name": "Dewi"}, {"phone": "6281200000012", "name": "Eko"}]
+    });
+    let (s, v) = w.sim_post("/control/scenario", scenario).await;
+    assert_eq!(s, 200, "{v}");
+    let sid = w.paired_session("6281100000010", "Archive").await;
+    let chats = eventually("both chats from the history", || async {
+        let v = w.get(&format!("/api/v1/sessions/{sid}/chats")).await;
+        (v["data"].as_array().unwrap().len() == 2).then_some(v)
+    })
+    .await;
+    let dewi = chats["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["jid"] == "6281200000011@s.whatsapp.net")
+        .cloned()
+        .expect("Dewi's chat");
+    assert_eq!(
+        (
+            dewi["archived"].as_bool(),
+            dewi["pinned"].as_bool(),
+            dewi["unreadCount"].as_i64()
+        ),
+        (Some(true), Some(true), Some(2)),
+        "{dewi}"
+    );
+    assert_eq!(dewi["mutedUntil"], 4102444800000_i64);
+    // Pinned first.
+    assert_eq!(chats["data"][0]["jid"], "6281200000011@s.whatsapp.net");
+    let msgs = eventually("Dewi's two messages", || async {
+        let v = w
+            .get(&format!(
+                "/api/v1/sessions/{sid}/chats/6281200000011@s.whatsapp.net/messages"
+            ))
+            .await;
+        (v["data"].as_array().unwrap().len() == 2).then_some(v)
+    })
+    .await;
+    assert_eq!(
+        (
+            msgs["data"][0]["body"].as_str(),
+            msgs["data"][0]["fromMe"].as_bool()
+        ),
+        (Some("old reply"), Some(true)),
+        "{msgs}"
+    );
+    assert_eq!(
+        (
+            msgs["data"][1]["waMessageId"].as_str(),
+            msgs["data"][1]["senderName"].as_str()
+        ),
+        (Some("H1"), Some("Dewi"))
+    );
+    let contacts = w
+        .get(&format!("/api/v1/sessions/{sid}/contacts?source=dm"))
+        .await;
+    let names: Vec<&str> = contacts["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"Dewi") && names.contains(&"Eko"),
+        "{contacts}"
+    );
+}

@@ -16,6 +16,7 @@
 //! one writer and `BEGIN IMMEDIATE`). Transient conflicts (deadlock, serialization failure,
 //! SQLite busy) are retried. Outbox events are written in the same transaction as the change.
 
+pub mod history;
 pub mod ingest;
 pub mod keys;
 pub mod outgoing;

@@ -225,3 +225,102 @@ pub fn new_message(m: &InboundMessage) -> Option<NewMessage> {
         timestamp: info.timestamp.timestamp_millis(),
     })
 }
+
+/// Epoch seconds or milliseconds (WhatsApp uses both) as milliseconds.
+fn ms(t: u64) -> i64 {
+    if t > 100_000_000_000 {
+        t as i64
+    } else {
+        t as i64 * 1000
+    }
+}
+
+/// A decoded history sync as one batch for the store: chats with their settings, messages,
+/// push names and LID↔phone pairs.
+pub fn history(h: &wa::HistorySync) -> crate::store::ingest::HistoryBatch {
+    use crate::store::ingest::{ChatSettings, HistoryBatch, PersonNames};
+    let mut b = HistoryBatch::default();
+    for m in &h.phone_number_to_lid_mappings {
+        let pn = m.pn_jid.as_deref().and_then(|j| Jid::parse_user(j).ok());
+        let lid = m.lid_jid.as_deref().and_then(|j| Jid::parse_user(j).ok());
+        if let (Some(pn), Some(lid)) = (pn, lid) {
+            if pn.is_phone() && lid.is_lid() {
+                b.pairs.push((lid, pn));
+            }
+        }
+    }
+    for p in &h.pushnames {
+        if let (Some(id), Some(name)) = (p.id.as_deref(), p.pushname.as_deref()) {
+            if let Ok(j) = Jid::parse_user(id) {
+                if j.is_person() && !name.trim().is_empty() {
+                    b.names.push(PersonNames::push(j, name));
+                }
+            }
+        }
+    }
+    for c in &h.conversations {
+        let Ok(chat) = Jid::parse_user(&c.id) else {
+            continue;
+        };
+        let mut s = ChatSettings::new(chat.clone());
+        s.name = c.name.clone().filter(|n| !n.is_empty());
+        s.archived = Some(c.archived.unwrap_or(false));
+        s.pinned = Some(c.pinned.unwrap_or(0) > 0);
+        s.muted_until = Some(c.mute_end_time.filter(|t| *t > 0).map(ms));
+        s.unread_count = c.unread_count.map(i64::from);
+        s.last_message_at = c
+            .conversation_timestamp
+            .or(c.last_msg_timestamp)
+            .filter(|t| *t > 0)
+            .map(ms);
+        b.chats.push(s);
+        for hm in &c.messages {
+            let Some(w) = hm.message.as_option() else {
+                continue;
+            };
+            let Some(msg) = w.message.as_option() else {
+                continue;
+            };
+            let Some(key) = w.key.as_option() else {
+                continue;
+            };
+            let Some(id) = key.id.clone() else { continue };
+            let cont = content(msg);
+            if cont.kind == "unknown" {
+                continue;
+            }
+            let from_me = key.from_me.unwrap_or(false);
+            let sender = if from_me {
+                None
+            } else if chat.is_group() {
+                key.participant
+                    .as_deref()
+                    .or(w.participant.as_deref())
+                    .and_then(|p| Jid::parse_user(p).ok())
+            } else {
+                Some(chat.clone())
+            };
+            b.messages.push(NewMessage {
+                chat: chat.clone(),
+                chat_alt: None,
+                wa_message_id: id,
+                from_me,
+                sender_lid: sender.as_ref().filter(|s| s.is_lid()).cloned(),
+                sender,
+                sender_name: w.push_name.clone().filter(|n| !n.is_empty() && !from_me),
+                kind: cont.kind.to_owned(),
+                body: cont.body,
+                media: cont.media,
+                quoted_message_id: cont.quoted,
+                mentions: cont.mentions,
+                status: if from_me {
+                    MessageStatus::Sent
+                } else {
+                    MessageStatus::Delivered
+                },
+                timestamp: w.message_timestamp.map(ms).unwrap_or_default(),
+            });
+        }
+    }
+    b
+}

@@ -225,6 +225,25 @@ impl WaEngine {
                 self.set_status(&sid, SessionStatus::Failed, Some(&reason))
                     .await;
             }
+            Event::HistorySync(h) => {
+                // WhatsApp has been told we have it: keep it before anything else.
+                let blob = crate::store::history::PendingHistory {
+                    id: ulid::Ulid::new().to_string(),
+                    session_id: s.clone(),
+                    data: h.compressed_bytes().to_vec(),
+                    decompressed_size: h.decompressed_size() as i64,
+                    sync_type: h.sync_type(),
+                    chunk_order: h.chunk_order().map(i64::from),
+                    progress: h.progress().map(i64::from),
+                    created_at: now_ms(),
+                };
+                match store.save_history_blob(&blob).await {
+                    Ok(()) => process_history(store, &s).await,
+                    Err(e) => {
+                        tracing::error!(session = s, error = %format!("{e:#}"), "a history sync could not be kept")
+                    }
+                }
+            }
             Event::Messages(batch) if !batch.hook_committed => {
                 record_batch(store, &s, &batch.messages).await.ok();
             }
@@ -339,6 +358,59 @@ impl WaEngine {
     }
 }
 
+/// Processes the session's kept history-sync blobs, oldest first; each is deleted once its
+/// rows are committed, so a crash in between processes it again (ingest is idempotent).
+async fn process_history(store: &Store, s: &str) {
+    let blobs = match store.pending_history_blobs(s).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(session = s, error = %format!("{e:#}"), "history blobs not readable");
+            return;
+        }
+    };
+    for blob in blobs {
+        let id = blob.id.clone();
+        // Inflating and decoding a large blob is CPU work: off the async threads.
+        let batch = tokio::task::spawn_blocking(move || {
+            let lazy = whatsapp_rust::types::events::LazyHistorySync::new(
+                blob.data.into(),
+                blob.decompressed_size.max(0) as usize,
+                blob.sync_type,
+                blob.chunk_order.map(|c| c as u32),
+                blob.progress.map(|p| p as u32),
+            );
+            lazy.get().map(convert::history)
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(batch) = batch else {
+            tracing::warn!(
+                session = s,
+                blob = id,
+                "a history sync blob could not be decoded; dropped"
+            );
+            let _ = store.history_blob_done(&id).await;
+            continue;
+        };
+        match store.record_history(s, &batch).await {
+            Ok(counts) => {
+                tracing::info!(
+                    session = s,
+                    chats = counts.chats,
+                    messages = counts.messages,
+                    "history sync stored"
+                );
+                let _ = store.history_blob_done(&id).await;
+            }
+            Err(e) => {
+                tracing::warn!(session = s, error = %format!("{e:#}"), "history sync not stored; kept for the next start");
+                return;
+            }
+        }
+    }
+}
+
 async fn record_batch(store: &Store, s: &str, batch: &[InboundMessage]) -> anyhow::Result<()> {
     let msgs: Vec<_> = batch.iter().filter_map(convert::new_message).collect();
     if msgs.is_empty() {
@@ -417,7 +489,6 @@ impl Engine for WaEngine {
                 store: self.0.store.clone(),
                 session: session.id.clone(),
             })
-            .skip_history_sync()
             .build()
             .await
             .map_err(|e| {
@@ -448,6 +519,10 @@ impl Engine for WaEngine {
             }
         });
         tokio::spawn(self.clone().watchdog(sid, run));
+        // History a previous run kept but did not finish.
+        let store = self.0.store.clone();
+        let s = session.id.clone();
+        tokio::spawn(async move { process_history(&store, &s).await });
         Ok(())
     }
 

@@ -14,6 +14,8 @@ pub mod api_keys;
 pub mod chats;
 #[path = "events.rs"]
 pub mod events;
+#[path = "history.rs"]
+pub mod history;
 #[path = "ingest.rs"]
 pub mod ingest;
 #[path = "messages.rs"]
