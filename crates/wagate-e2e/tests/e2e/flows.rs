@@ -379,3 +379,119 @@ async fn history_sync_fills_the_stored_copy_as_the_scenario_says() {
         "{contacts}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sessions_talk_media_arrives_whole_and_groups_fill_contacts() {
+    use base64::Engine as _;
+    let w = World::new().await;
+    let a = w.paired_session("6281100000020", "Alpha").await;
+    let b = w.paired_session("6281100000021", "Beta").await;
+    // Alpha writes to Beta: both stored copies agree on the message.
+    let (s, sent) = w
+        .post(
+            &format!("/api/v1/sessions/{a}/messages"),
+            json!({"to": "6281100000021", "type": "text", "text": "hello Beta"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{sent}");
+    let wa_id = sent["waMessageId"].as_str().unwrap().to_owned();
+    let got = eventually("Beta's copy", || async {
+        let v = w.get(&format!("/api/v1/sessions/{b}/chats")).await;
+        let cid = v["data"][0]["jid"].as_str()?.to_owned();
+        let m = w
+            .get(&format!("/api/v1/sessions/{b}/chats/{cid}/messages"))
+            .await;
+        m["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["waMessageId"] == wa_id.as_str())
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        (
+            got["body"].as_str(),
+            got["direction"].as_str(),
+            got["senderName"].as_str()
+        ),
+        (Some("hello Beta"), Some("in"), Some("Alpha")),
+        "{got}"
+    );
+    eventually("Alpha's copy shows it delivered", || async {
+        let m = w
+            .get(&format!(
+                "/api/v1/sessions/{a}/chats/6281100000021@s.whatsapp.net/messages"
+            ))
+            .await;
+        m["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["waMessageId"] == wa_id.as_str() && m["status"] == "delivered")
+            .then_some(())
+    })
+    .await;
+
+    // An image reaches a person byte for byte.
+    w.person("6281200000022", "Gita").await;
+    let bytes: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let (s, sent) = w.post(&format!("/api/v1/sessions/{a}/messages"), json!({"to": "6281200000022", "type": "image", "caption": "chart", "media": {"data": b64, "mimetype": "image/png"}})).await;
+    assert_eq!(s, 201, "{sent}");
+    let got = eventually("Gita's image", || async {
+        let v = w.sim_get("/control/people/6281200000022/received").await;
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["type"] == "image")
+            .cloned()
+    })
+    .await;
+    assert_eq!(got["caption"], "chart", "{got}");
+    assert_eq!(
+        got["media"]["base64"].as_str(),
+        Some(b64.as_str()),
+        "the image arrives byte for byte"
+    );
+
+    // A group with a person: its members become contacts with source `group`.
+    let (s, g) = w.sim_post("/control/groups", json!({"creator": "6281200000022", "subject": "Team", "participants": ["6281100000020"], "addressing": "pn"})).await;
+    assert_eq!(s, 201, "{g}");
+    let gjid = g["jid"].as_str().unwrap().to_owned();
+    let (s, v) = w
+        .sim_post(
+            "/control/people/6281200000022/send",
+            json!({"to": gjid, "text": "welcome"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    eventually("the group chat", || async {
+        let (s, c) = w
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/sessions/{a}/chats/{gjid}"),
+                None,
+            )
+            .await;
+        (s == 200 && c["type"] == "group").then_some(())
+    })
+    .await;
+    let members = eventually("group contacts", || async {
+        let v = w
+            .get(&format!(
+                "/api/v1/sessions/{a}/contacts?source=group&group={gjid}"
+            ))
+            .await;
+        (!v["data"].as_array().unwrap().is_empty()).then_some(v)
+    })
+    .await;
+    assert!(
+        members["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "Gita"),
+        "{members}"
+    );
+}

@@ -48,6 +48,8 @@ struct Running {
     qr: Mutex<Option<QrCode>>,
     /// Set when the gateway ends the connection itself (stop, logout, a final status).
     ending: AtomicBool,
+    /// Groups whose members were fetched in this run.
+    groups: Mutex<std::collections::HashSet<String>>,
 }
 
 struct Inner {
@@ -244,8 +246,15 @@ impl WaEngine {
                     }
                 }
             }
-            Event::Messages(batch) if !batch.hook_committed => {
-                record_batch(store, &s, &batch.messages).await.ok();
+            Event::Messages(batch) => {
+                if !batch.hook_committed {
+                    record_batch(store, &s, &batch.messages).await.ok();
+                }
+                for m in batch.messages.iter() {
+                    if m.info.source.is_group {
+                        self.learn_group(&s, run, &m.info.source.chat);
+                    }
+                }
             }
             Event::Receipt(r) => {
                 let status = match r.r#type {
@@ -333,6 +342,67 @@ impl WaEngine {
             }
             _ => {}
         }
+    }
+
+    /// Fetches a group's subject and members once per run and records them, so its members
+    /// become contacts (source `group`) of this session.
+    fn learn_group(&self, s: &str, run: &Arc<Running>, group: &whatsapp_rust::Jid) {
+        let key = group.to_string();
+        if !run
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key)
+        {
+            return;
+        }
+        let (store, client, s, group) = (
+            self.0.store.clone(),
+            run.client.clone(),
+            s.to_owned(),
+            group.clone(),
+        );
+        tokio::spawn(async move {
+            let meta = match client.groups().get_metadata(&group).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(session = s, group = %group, error = %e, "group metadata not available");
+                    return;
+                }
+            };
+            let Some(jid) = convert::jid(&meta.id) else {
+                return;
+            };
+            let members = meta
+                .participants
+                .iter()
+                .filter_map(|p| {
+                    let jid = convert::jid(&p.jid)?;
+                    let other = if jid.is_lid() {
+                        p.phone_number.as_ref()
+                    } else {
+                        p.lid.as_ref()
+                    };
+                    Some(crate::store::ingest::GroupMember {
+                        jid,
+                        alt: other.and_then(convert::jid),
+                        role: if p.is_admin() {
+                            "admin".into()
+                        } else {
+                            "member".into()
+                        },
+                    })
+                })
+                .collect();
+            let info = crate::store::ingest::GroupInfo {
+                jid,
+                subject: Some(meta.subject.clone()).filter(|x| !x.is_empty()),
+                members: Some(members),
+            };
+            if let Err(e) = store.record_group(&s, &info).await {
+                tracing::warn!(session = s, error = %format!("{e:#}"), "group not recorded");
+            }
+        });
     }
 
     /// Watches the connection: the engine retries failed connects forever without an event,
@@ -500,6 +570,7 @@ impl Engine for WaEngine {
             handle: tokio::sync::Mutex::new(None),
             qr: Mutex::new(None),
             ending: AtomicBool::new(false),
+            groups: Mutex::default(),
         });
         {
             let mut map = self.0.sessions.lock().unwrap_or_else(|p| p.into_inner());
