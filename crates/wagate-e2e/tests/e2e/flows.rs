@@ -495,3 +495,69 @@ async fn two_sessions_talk_media_arrives_whole_and_groups_fill_contacts() {
         "{members}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_number_one_organization_learned_never_reaches_another() {
+    let w = World::new().await;
+    // Org A's number has a direct chat with Hana: it learns her phone number.
+    let a = w.paired_session("6281100000030", "A").await;
+    let b_key = w.org_key("org-b").await;
+    let b = w.paired_session_as(&b_key, "6281100000031", "B").await;
+    w.person("6281200000032", "Hana").await;
+    let (s, v) = w
+        .sim_post(
+            "/control/people/6281200000032/send",
+            json!({"to": "6281100000030", "text": "hi A"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    eventually("A sees Hana's number", || async {
+        let v = w
+            .get(&format!("/api/v1/sessions/{a}/contacts?q=6281200000032"))
+            .await;
+        (v["data"].as_array().unwrap().len() == 1).then_some(())
+    })
+    .await;
+    // Org B's number meets Hana only in a group that hides numbers behind LIDs.
+    let (s, g) = w.sim_post("/control/groups", json!({"creator": "6281200000032", "subject": "LID group", "participants": ["6281100000031"], "addressing": "lid"})).await;
+    assert_eq!(s, 201, "{g}");
+    let gjid = g["jid"].as_str().unwrap().to_owned();
+    let (s, v) = w
+        .sim_post(
+            "/control/people/6281200000032/send",
+            json!({"to": gjid, "text": "hi group"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let as_b = |path: String| {
+        let key = b_key.clone();
+        let w = &w;
+        async move {
+            let (s, v) = w.call_as(&key, reqwest::Method::GET, &path, None).await;
+            assert_eq!(s, 200, "{path}: {v}");
+            v
+        }
+    };
+    let members = eventually("B sees Hana in the group", || {
+        let f = as_b(format!("/api/v1/sessions/{b}/contacts?group={gjid}"));
+        async move {
+            let v = f.await;
+            (!v["data"].as_array().unwrap().is_empty()).then_some(v)
+        }
+    })
+    .await;
+    let text = members.to_string();
+    assert!(
+        !text.contains("6281200000032"),
+        "B must not see Hana's number: {text}"
+    );
+    let search = as_b(format!("/api/v1/sessions/{b}/contacts?q=6281200000032")).await;
+    assert_eq!(search["data"], json!([]), "B cannot find her by number");
+    let chats = as_b(format!("/api/v1/sessions/{b}/chats")).await;
+    assert!(!chats.to_string().contains("6281200000032"), "{chats}");
+    // And A's own view still has it.
+    let mine = w
+        .get(&format!("/api/v1/sessions/{a}/contacts?q=6281200000032"))
+        .await;
+    assert_eq!(mine["data"][0]["phoneNumber"], "6281200000032");
+}

@@ -115,11 +115,29 @@ impl World {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
+        let key = self.gw().key.clone();
+        self.call_as(&key, method, path, body).await
+    }
+
+    /// A key of another organization, with every capability.
+    pub async fn org_key(&self, org: &str) -> String {
+        let keys = wagate::auth::ApiKeyService::new(self.gw().store.clone());
+        let caps = wagate::domain::CapSet::all();
+        keys.create(org, "e2e", caps, None, None).await.unwrap().1
+    }
+
+    pub async fn call_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let gw = self.gw();
         let mut req = self
             .http
             .request(method, format!("{}{path}", gw.base))
-            .bearer_auth(&gw.key);
+            .bearer_auth(key);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -170,16 +188,35 @@ impl World {
     /// A session created and started through the API, paired by QR as `phone`; returns its id
     /// once it is `working`.
     pub async fn paired_session(&self, phone: &str, name: &str) -> String {
-        let (s, created) = self.post("/api/v1/sessions", json!({"label": name})).await;
+        let key = self.gw().key.clone();
+        self.paired_session_as(&key, phone, name).await
+    }
+
+    /// [`World::paired_session`] for the organization of `key`.
+    pub async fn paired_session_as(&self, key: &str, phone: &str, name: &str) -> String {
+        let (s, created) = self
+            .call_as(
+                key,
+                reqwest::Method::POST,
+                "/api/v1/sessions",
+                Some(json!({"label": name})),
+            )
+            .await;
         assert_eq!(s, 201, "{created}");
         let sid = created["id"].as_str().unwrap().to_owned();
         let (s, started) = self
-            .post(&format!("/api/v1/sessions/{sid}:start"), json!(null))
+            .call_as(
+                key,
+                reqwest::Method::POST,
+                &format!("/api/v1/sessions/{sid}:start"),
+                None,
+            )
             .await;
         assert_eq!(s, 200, "{started}");
         let qr = eventually("a QR code", || async {
             let (s, v) = self
-                .call(
+                .call_as(
+                    key,
                     reqwest::Method::GET,
                     &format!("/api/v1/sessions/{sid}/qr"),
                     None,
@@ -195,7 +232,18 @@ impl World {
             )
             .await;
         assert_eq!(s, 200, "scan: {v}");
-        self.wait_status(&sid, "working").await;
+        eventually("working", || async {
+            let (_, v) = self
+                .call_as(
+                    key,
+                    reqwest::Method::GET,
+                    &format!("/api/v1/sessions/{sid}"),
+                    None,
+                )
+                .await;
+            (v["status"] == "working").then_some(())
+        })
+        .await;
         sid
     }
 
