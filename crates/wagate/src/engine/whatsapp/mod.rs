@@ -169,6 +169,16 @@ impl WaEngine {
                 .await;
                 let _ = store.record_qr(&sid, &q.code, expires_at).await;
             }
+            Event::PairingQrCodesExhausted(_) => {
+                *run.qr.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                self.end(&sid);
+                self.set_status(
+                    &sid,
+                    SessionStatus::Failed,
+                    Some("no QR code was scanned in time; start the session again for new ones"),
+                )
+                .await;
+            }
             Event::PairSuccess(p) => {
                 *run.qr.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 let phone = convert::jid(&p.id).map(|j| j.user().to_owned());
