@@ -619,7 +619,14 @@ impl Engine for WaEngine {
         };
         r.ending.store(true, Ordering::SeqCst);
         if let Some(h) = r.handle.lock().await.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(25), h.shutdown()).await;
+            if r.client.is_connected() {
+                // Flushes what the device holds (receipts, key material) before closing.
+                let _ = tokio::time::timeout(Duration::from_secs(25), h.shutdown()).await;
+            } else {
+                // Still connecting (or retrying): nothing to flush, and a graceful shutdown
+                // would wait for the connect attempt to time out.
+                h.abort();
+            }
         }
         Ok(())
     }
