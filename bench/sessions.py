@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test): memory per connected idle session, and time to bring every session
+back to `working` after a restart, against wa-sim on this machine.
+
+    bench/sessions.sh [N ...]     (default: 100 500 1000)
+
+Starts the simulator and a release gateway built with `--features simulator` (both from
+target/bench), pairs sessions one by one through the gateway's HTTP API (QR read from
+GET /sessions/{sid}/qr, scanned through the simulator's control API), and reads the gateway's
+resident memory (VmRSS, /proc) after each checkpoint has settled. Then restarts the gateway and
+times how long until every session is `working` again. Prints a Markdown table.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "bench", "release")
+SIM_PORT, GW_PORT = 18291, 18292
+SIM = f"http://127.0.0.1:{SIM_PORT}"
+GW = f"http://127.0.0.1:{GW_PORT}"
+
+
+def req(method, url, body=None, key=None):
+    data = None if body is None else json.dumps(body).encode()
+    r = urllib.request.Request(url, data=data, method=method)
+    r.add_header("content-type", "application/json")
+    if key:
+        r.add_header("authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(r, timeout=60) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def wait(what, cond, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise SystemExit(f"timed out: {what}")
+
+
+def start_gateway(data):
+    env = dict(os.environ, WAGATE_LISTEN=f"127.0.0.1:{GW_PORT}", WAGATE_DATA_DIR=data,
+               WAGATE_WA_URL=f"ws://127.0.0.1:{SIM_PORT}/ws/chat", RUST_LOG="warn")
+    p = subprocess.Popen([os.path.join(BIN, "wagate"), "serve"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "gw.log"), "a"))
+    wait("gateway", lambda: _ok(f"{GW}/readyz"))
+    return p
+
+
+def _ok(url):
+    try:
+        return urllib.request.urlopen(url, timeout=2).status == 200
+    except Exception:
+        return False
+
+
+def pair(key, i):
+    s, v = req("POST", f"{GW}/api/v1/sessions", {"label": f"bench {i}"}, key)
+    sid = v["id"]
+    req("POST", f"{GW}/api/v1/sessions/{sid}:start", None, key)
+
+    def qr():
+        s, v = req("GET", f"{GW}/api/v1/sessions/{sid}/qr", None, key)
+        return v["qr"] if s == 200 else None
+
+    code = wait("qr", qr)
+    s, v = req("POST", f"{SIM}/control/scan", {"qr": code, "phone": f"62899{i:07d}", "name": f"B{i}"})
+    assert s == 200, v
+    wait("working", lambda: req("GET", f"{GW}/api/v1/sessions/{sid}", None, key)[1]["status"] == "working")
+    return sid
+
+
+def settle(pid):
+    """RSS after the process has been quiet: the lowest of several reads over a few seconds."""
+    time.sleep(3)
+    return min(rss_kib(pid) for _ in range(5) if time.sleep(0.4) is None)
+
+
+def main():
+    targets = [int(a) for a in sys.argv[1:]] or [100, 500, 1000]
+    data = tempfile.mkdtemp(prefix="wagate-bench-")
+    sim = subprocess.Popen([os.path.join(BIN, "wa-sim"), "--listen", f"127.0.0.1:{SIM_PORT}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait("simulator", lambda: _ok(f"{SIM}/control/health"))
+    gw = start_gateway(data)
+    key = open(os.path.join(data, "admin-key")).read().strip()
+    rows = []
+    base = settle(gw.pid)
+    rows.append((0, base, None))
+    n = 0
+    t0 = time.time()
+    for target in targets:
+        lock = threading.Lock()
+        todo = list(range(n, target))
+        def worker():
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    i = todo.pop(0)
+                pair(key, i)
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        n = target
+        r = settle(gw.pid)
+        rows.append((n, r, (r - base) / n))
+        print(f"{n} sessions: RSS {r} KiB, {(r - base) / n:.0f} KiB per session ({time.time() - t0:.0f} s so far)", flush=True)
+    # Restart: every session back to working.
+    gw.send_signal(signal.SIGTERM)
+    gw.wait(timeout=120)
+    t1 = time.time()
+    gw = start_gateway(data)
+
+    def all_working():
+        s, v = req("GET", f"{GW}/api/v1/sessions", None, key)
+        return s == 200 and len(v["data"]) == n and all(x["status"] == "working" for x in v["data"])
+
+    wait("every session working after the restart", all_working, timeout=900)
+    back = time.time() - t1
+    after = settle(gw.pid)
+    print()
+    print("| connected idle sessions | gateway RSS (KiB) | growth per session (KiB) |")
+    print("|---:|---:|---:|")
+    for count, r, per in rows:
+        print(f"| {count} | {r} | {'' if per is None else f'{per:.0f}'} |")
+    print(f"\nRestart: all {n} sessions `working` again {back:.1f} s after the new process started "
+          f"(RSS then {after} KiB).")
+    gw.send_signal(signal.SIGTERM)
+    gw.wait(timeout=120)
+    sim.terminate()
+
+
+if __name__ == "__main__":
+    main()
