@@ -62,6 +62,7 @@ pub fn app(sim: Sim) -> Router {
         .route("/control/scenario", post(control::post_scenario))
         .route("/control/stats", get(control::stats))
         .route("/control/people/{phone}/send", post(people::send))
+        .route("/control/people/{phone}/burst", post(people::burst))
         .route("/control/people/{phone}/received", get(people::received))
         .route("/control/people/{phone}/receipts", get(people::receipts))
         .route("/control/people/{phone}/read", post(people::read))

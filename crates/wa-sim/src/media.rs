@@ -206,6 +206,18 @@ pub fn describe_image(sim: &Sim, x: &wm::ImageMessage) -> Value {
         "base64": fetch_plain(sim, x.direct_path.as_deref(), x.media_key.as_deref(), "image")})
 }
 
+/// A received attachment of any kind: where it is and its decrypted bytes.
+pub fn describe_file(
+    sim: &Sim,
+    kind: &str,
+    direct_path: Option<&str>,
+    media_key: Option<&[u8]>,
+    file_length: Option<u64>,
+) -> Value {
+    json!({"directPath": direct_path, "fileLength": file_length,
+        "base64": fetch_plain(sim, direct_path, media_key, kind)})
+}
+
 pub fn describe_document(sim: &Sim, x: &wm::DocumentMessage) -> Value {
     json!({"directPath": x.direct_path, "fileLength": x.file_length,
         "base64": fetch_plain(sim, x.direct_path.as_deref(), x.media_key.as_deref(), "document")})

@@ -295,6 +295,38 @@ pub async fn send(
     Ok(Json(send_as_person(&sim, &phone, &req).await?))
 }
 
+#[derive(Deserialize)]
+pub struct BurstBody {
+    pub to: String,
+    pub count: u32,
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+/// `POST /control/people/{phone}/burst {"to", "count", "prefix"?}`: sends `count` texts
+/// (`<prefix><n>`) one after another, as fast as the person's device can, for load tests.
+/// Answers `{"sent", "ms"}` once all were routed.
+pub async fn burst(
+    State(sim): State<Sim>,
+    Path(phone): Path<String>,
+    Json(req): Json<BurstBody>,
+) -> Result<Json<Value>, ApiError> {
+    require_account(&sim, &phone)?;
+    let started = std::time::Instant::now();
+    let prefix = req.prefix.unwrap_or_else(|| "burst ".into());
+    for i in 0..req.count {
+        let body = SendBody {
+            to: req.to.clone(),
+            text: Some(format!("{prefix}{i}")),
+            ..Default::default()
+        };
+        send_as_person(&sim, &phone, &body).await?;
+    }
+    Ok(Json(
+        json!({"sent": req.count, "ms": started.elapsed().as_millis() as u64}),
+    ))
+}
+
 /// `GET /control/people/{phone}/received`: decrypted, oldest first.
 pub async fn received(
     State(sim): State<Sim>,

@@ -810,8 +810,17 @@ impl Phone {
         debug!(phone = %self.phone, "phone received {entry:?}");
         let mut w = sim.world();
         if let Some(a) = w.accounts.get_mut(&self.phone) {
-            trim(&mut a.received, sim.config().keep_received, 1);
-            a.received.push(Value::Object(entry));
+            // A phone shows a message once: a repeat of the same id from the same sender in the
+            // same chat (a sender retrying after a crash) is not a new message.
+            let repeat = a.received.iter().rev().any(|m| {
+                m["id"] == entry["id"] && m["from"] == entry["from"] && m["chat"] == entry["chat"]
+            });
+            if repeat {
+                debug!(phone = %self.phone, id, "repeated message id: shown once");
+            } else {
+                trim(&mut a.received, sim.config().keep_received, 1);
+                a.received.push(Value::Object(entry));
+            }
         }
         // Delivery receipt, as a phone sends once it has the message.
         let mut b = NodeBuilder::new("receipt")
@@ -906,6 +915,12 @@ pub fn describe(sim: &Sim, m: &wa::Message) -> Map<String, Value> {
     } else if let Some(x) = m.extended_text_message.as_option() {
         put("type", json!("text"));
         put("text", json!(x.text.clone().unwrap_or_default()));
+        if x.context_info
+            .as_option()
+            .is_some_and(|c| c.is_forwarded == Some(true))
+        {
+            put("forwarded", json!(true));
+        }
         if let Some(r) = ctx_of(&x.context_info) {
             put("replyTo", json!(r));
         }
@@ -927,6 +942,55 @@ pub fn describe(sim: &Sim, m: &wa::Message) -> Map<String, Value> {
             put("caption", json!(c));
         }
         put("media", crate::media::describe_document(sim, x));
+    } else if let Some(x) = m.video_message.as_option() {
+        put("type", json!("video"));
+        put("mimetype", json!(x.mimetype));
+        if let Some(c) = &x.caption {
+            put("caption", json!(c));
+        }
+        put(
+            "media",
+            crate::media::describe_file(
+                sim,
+                "video",
+                x.direct_path.as_deref(),
+                x.media_key.as_deref(),
+                x.file_length,
+            ),
+        );
+    } else if let Some(x) = m.audio_message.as_option() {
+        put("type", json!("audio"));
+        put("mimetype", json!(x.mimetype));
+        put("voice", json!(x.ptt == Some(true)));
+        put(
+            "media",
+            crate::media::describe_file(
+                sim,
+                "audio",
+                x.direct_path.as_deref(),
+                x.media_key.as_deref(),
+                x.file_length,
+            ),
+        );
+    } else if let Some(x) = m.sticker_message.as_option() {
+        put("type", json!("sticker"));
+        put("mimetype", json!(x.mimetype));
+        put(
+            "media",
+            crate::media::describe_file(
+                sim,
+                "sticker",
+                x.direct_path.as_deref(),
+                x.media_key.as_deref(),
+                x.file_length,
+            ),
+        );
+    } else if let Some(x) = m.contact_message.as_option() {
+        put("type", json!("contact"));
+        put(
+            "contact",
+            json!({"displayName": x.display_name, "vcard": x.vcard}),
+        );
     } else if let Some(x) = m.location_message.as_option() {
         put("type", json!("location"));
         put(
@@ -938,6 +1002,26 @@ pub fn describe(sim: &Sim, m: &wa::Message) -> Map<String, Value> {
         put(
             "reactTo",
             json!({"id": x.key.as_option().and_then(|k| k.id.clone()), "emoji": x.text}),
+        );
+    } else if let Some(x) = m
+        .poll_creation_message_v3
+        .as_option()
+        .or(m.poll_creation_message.as_option())
+    {
+        put("type", json!("poll"));
+        let options: Vec<_> = x.options.iter().map(|o| json!(o.option_name)).collect();
+        put(
+            "poll",
+            json!({"name": x.name, "options": options, "selectableCount": x.selectable_options_count, "hasSecret": m.message_context_info.as_option().is_some_and(|c| c.message_secret.as_ref().is_some_and(|s| s.len() == 32))}),
+        );
+    } else if let Some(x) = m.poll_update_message.as_option() {
+        put("type", json!("poll_vote"));
+        put(
+            "pollVote",
+            json!({
+                "pollId": x.poll_creation_message_key.as_option().and_then(|k| k.id.clone()),
+                "encrypted": x.vote.as_option().is_some_and(|v| v.enc_payload.as_ref().is_some_and(|p| !p.is_empty())),
+            }),
         );
     } else if let Some(x) = m.protocol_message.as_option() {
         let target = x.key.as_option().and_then(|k| k.id.clone());

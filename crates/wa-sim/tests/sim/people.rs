@@ -1,9 +1,7 @@
 //! Simulated people: driven over the control API, with their own identity
 //! and Signal keys, talking to real whatsapp-rust clients.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::types::presence::ReceiptType;

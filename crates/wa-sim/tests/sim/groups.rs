@@ -2,9 +2,7 @@
 //! changes, subject and description as notifications; group messages with
 //! sender keys to every member device; LID addressing mode.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use whatsapp_rust::features::GroupCreateOptions;
 use whatsapp_rust::types::events::Event;

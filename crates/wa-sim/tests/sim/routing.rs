@@ -1,10 +1,8 @@
 //! Number lookup, chat state and presence between two paired accounts.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::wacore::types::presence::{ChatPresence, ChatPresenceMedia};

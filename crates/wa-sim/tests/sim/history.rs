@@ -1,9 +1,7 @@
 //! History sync: the phone pushes a scenario's history to a device when it
 //! links, as a downloadable, compressed `HistorySync` blob.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use whatsapp_rust::types::events::Event;
 

@@ -1,8 +1,6 @@
 //! Handshake, QR pairing, login and reconnect with real whatsapp-rust clients.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use whatsapp_rust::types::events::Event;
 
 /// A new device gets QR codes, the phone scans one over the control API, the
@@ -129,7 +127,7 @@ async fn unknown_device_is_refused_with_401() {
     c.shutdown().await;
 
     // The same store against a fresh simulator that never paired it.
-    let other = common::sim().await;
+    let other = crate::common::sim().await;
     let c2 = client(&other, backend).await;
     let ev = c2
         .events

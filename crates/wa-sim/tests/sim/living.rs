@@ -1,11 +1,9 @@
 //! QR rotation and expiry, long-lived connections, and the log of queries
 //! the simulator does not understand.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use wa_sim::SimConfig;
 use whatsapp_rust::types::events::Event;

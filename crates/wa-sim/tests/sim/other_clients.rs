@@ -4,10 +4,8 @@
 //! itself (Noise XX, registration payload, QR, pair-success, pair-device-sign)
 //! the way those clients do.
 
-mod common;
-
+use crate::common::*;
 use base64::prelude::*;
-use common::*;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use wacore_binary::builder::NodeBuilder;

@@ -1,8 +1,6 @@
 //! Faults injected over the control API, each observed by a real client.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use whatsapp_rust::types::events::Event;
 

@@ -2,9 +2,7 @@
 //! mutations; a linked device's own mutations are stored, passed to the
 //! account's other devices and readable over the control API.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::Jid;
@@ -129,12 +127,10 @@ async fn device_mutations_are_stored_and_passed_on() {
         .archive_chat(&chat, None)
         .await
         .expect("archive");
-    first
-        .client
-        .chat_actions()
-        .pin_chat(&chat)
-        .await
-        .expect("pin");
+    // The other device must have applied the first patch before the second is
+    // written: whatsapp-rust skips a server_sync notification while a sync of
+    // the same collection is in flight, so a second patch that lands while the
+    // first is being fetched is only picked up by a later notification.
     let ev = second
         .events
         .wait(
@@ -147,6 +143,12 @@ async fn device_mutations_are_stored_and_passed_on() {
         unreachable!()
     };
     assert_eq!(u.action.archived, Some(true));
+    first
+        .client
+        .chat_actions()
+        .pin_chat(&chat)
+        .await
+        .expect("pin");
     second
         .events
         .wait("PinUpdate on the other device", WAIT, |e| {

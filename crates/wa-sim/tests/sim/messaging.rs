@@ -1,9 +1,7 @@
 //! 1:1 messages between two real clients: end-to-end encryption through the
 //! server, server acks, delivery and read receipts, the offline queue.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::types::presence::ReceiptType;
 use whatsapp_rust::Jid;

@@ -1,9 +1,7 @@
 //! Scenario files: people, contacts, groups and a timed script of inbound
 //! messages, loaded at run time (the same format `wa-sim --scenario` reads).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use whatsapp_rust::Jid;
 

@@ -1,12 +1,10 @@
 //! The `wa-sim` binary itself: refuses non-loopback addresses, and a real
 //! client pairs against a spawned process.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 struct Spawned(Child);
