@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
             presence_typing: false,
             rate_per_min: 20,
             rate_per_hour: 600,
+            download_media: false,
         })
         .await?;
     let sid = session.id.clone();
@@ -159,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
                     MessageStatus::Delivered
                 },
                 timestamp: ts,
+                poll: None,
             });
             if batch.len() == 1000 {
                 store

@@ -78,7 +78,9 @@ pub fn init_tracing(cfg: &Config) {
 }
 
 async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
-    let store = Store::connect(&cfg.database_url(), cfg.database_max_connections).await?;
+    let store = Store::connect(&cfg.database_url(), cfg.database_max_connections)
+        .await?
+        .with_media_dir(cfg.media_path());
     store.migrate().await?;
     Ok(store)
 }
@@ -113,6 +115,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             url: cfg.wa_url.clone(),
             max_connect_failures: cfg.max_connect_failures,
             resume_concurrency: cfg.resume_concurrency,
+            media_dir: cfg.media_path(),
+            media_store_max_bytes: cfg.media_store_max_bytes,
         },
     );
     let resumed = engine.resume_all().await?;

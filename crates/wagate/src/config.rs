@@ -51,6 +51,18 @@ pub struct Config {
     pub max_connect_failures: u32,
     /// Sessions reconnecting at once when the gateway starts.
     pub resume_concurrency: usize,
+    /// Largest file the gateway downloads for a send's `media.url`, bytes.
+    pub media_url_max_bytes: usize,
+    /// Time limit of such a download, seconds.
+    pub media_url_timeout_secs: u64,
+    /// The on-disk media store (sessions with `downloadMedia`); empty means `<data_dir>/media`.
+    pub media_dir: String,
+    /// Largest incoming attachment the media store keeps, bytes (larger ones stay on
+    /// WhatsApp's servers, fetchable while connected).
+    pub media_store_max_bytes: u64,
+    /// Let `media.url` point at loopback, private and link-local addresses (off: the gateway
+    /// would otherwise fetch from inside its own network on a caller's behalf).
+    pub media_url_allow_private: bool,
 }
 
 /// WhatsApp's chat socket.
@@ -80,6 +92,11 @@ impl Default for Config {
             wa_url: WHATSAPP_URL.into(),
             max_connect_failures: 5,
             resume_concurrency: 16,
+            media_url_max_bytes: 64 * 1024 * 1024,
+            media_url_timeout_secs: 30,
+            media_url_allow_private: false,
+            media_dir: String::new(),
+            media_store_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -224,6 +241,15 @@ to a simulator on loopback, and WAGATE_WA_URL is `{}`",
             format!("sqlite://{}", self.data_dir.join("wagate.db").display())
         } else {
             self.database_url.clone()
+        }
+    }
+
+    /// The media store's folder.
+    pub fn media_path(&self) -> PathBuf {
+        if self.media_dir.is_empty() {
+            self.data_dir.join("media")
+        } else {
+            PathBuf::from(&self.media_dir)
         }
     }
 

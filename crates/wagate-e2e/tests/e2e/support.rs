@@ -17,20 +17,42 @@ pub const WAIT: Duration = Duration::from_secs(60);
 pub struct Gateway {
     pub base: String,
     pub key: String,
-    engine: WaEngine,
-    server: tokio::task::JoinHandle<()>,
-    store: Store,
+    run: Run,
 }
+
+/// How the gateway runs: as tasks of the test's runtime, or as a process of its own (this test
+/// binary re-run as [`crate::crash::gateway_process`]) that can be killed with SIGKILL.
+enum Run {
+    InProcess {
+        engine: WaEngine,
+        server: tokio::task::JoinHandle<()>,
+        store: Store,
+    },
+    Process(std::process::Child),
+}
+
+/// Set for the child process that runs the gateway (`World::new_process`).
+pub const CHILD_ENV: &str = "WAGATE_E2E_GATEWAY_CHILD";
 
 pub struct World {
     pub sim: wa_sim::Running,
     pub dir: tempfile::TempDir,
     pub gw: Option<Gateway>,
     pub http: reqwest::Client,
+    process: bool,
 }
 
 impl World {
     pub async fn new() -> World {
+        World::with(false).await
+    }
+
+    /// A world whose gateway is a separate process.
+    pub async fn new_process() -> World {
+        World::with(true).await
+    }
+
+    async fn with(process: bool) -> World {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -47,9 +69,15 @@ impl World {
             dir,
             gw: None,
             http: reqwest::Client::new(),
+            process,
         };
         w.start_gateway().await;
         w
+    }
+
+    /// The gateway's SQLite file.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir().join("wagate.db")
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -58,12 +86,18 @@ impl World {
 
     /// Starts the gateway over the world's database (resuming the sessions that were running).
     pub async fn start_gateway(&mut self) {
+        if self.process {
+            return self.start_process().await;
+        }
         let cfg = Config {
             data_dir: self.data_dir(),
             wa_url: self.sim.ws_url(),
             ..Config::default()
         };
-        let store = Store::connect(&cfg.database_url(), 8).await.unwrap();
+        let store = Store::connect(&cfg.database_url(), 8)
+            .await
+            .unwrap()
+            .with_media_dir(cfg.media_path());
         store.migrate().await.unwrap();
         wagate::bootstrap::ensure_admin_key(&store, &cfg.data_dir)
             .await
@@ -78,6 +112,8 @@ impl World {
                 url: cfg.wa_url.clone(),
                 max_connect_failures: 3,
                 resume_concurrency: 4,
+                media_dir: cfg.media_path(),
+                media_store_max_bytes: cfg.media_store_max_bytes,
             },
         );
         engine.resume_all().await.unwrap();
@@ -90,18 +126,92 @@ impl World {
         self.gw = Some(Gateway {
             base,
             key,
-            engine,
-            server,
-            store,
+            run: Run::InProcess {
+                engine,
+                server,
+                store,
+            },
+        });
+    }
+
+    async fn start_process(&mut self) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("gateway.log"))
+            .unwrap();
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "crash::gateway_process",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, "1")
+            .env("WAGATE_DATA_DIR", self.data_dir())
+            .env("WAGATE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("WAGATE_WA_URL", self.sim.ws_url())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the gateway process");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = self.http.clone();
+        let ready = base.clone();
+        eventually("the gateway process is ready", || {
+            let (http, ready) = (http.clone(), ready.clone());
+            async move {
+                let r = http.get(format!("{ready}/readyz")).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+        let key = std::fs::read_to_string(self.data_dir().join("admin-key"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        self.gw = Some(Gateway {
+            base,
+            key,
+            run: Run::Process(child),
         });
     }
 
     /// Stops the gateway as a shutdown does: connections closed, database kept.
     pub async fn stop_gateway(&mut self) {
         if let Some(gw) = self.gw.take() {
-            gw.server.abort();
-            gw.engine.shutdown().await;
-            gw.store.close().await;
+            match gw.run {
+                Run::InProcess {
+                    engine,
+                    server,
+                    store,
+                } => {
+                    server.abort();
+                    engine.shutdown().await;
+                    store.close().await;
+                }
+                Run::Process(mut child) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+    }
+
+    /// Kills the gateway process with SIGKILL: nothing is flushed or closed.
+    pub fn kill_gateway(&mut self) {
+        match self.gw.take().map(|g| g.run) {
+            Some(Run::Process(mut child)) => {
+                child.kill().expect("SIGKILL");
+                child.wait().unwrap();
+            }
+            _ => panic!("only a gateway process can be killed"),
         }
     }
 
@@ -121,7 +231,10 @@ impl World {
 
     /// A key of another organization, with every capability.
     pub async fn org_key(&self, org: &str) -> String {
-        let keys = wagate::auth::ApiKeyService::new(self.gw().store.clone());
+        let Run::InProcess { store, .. } = &self.gw().run else {
+            panic!("org_key needs the in-process gateway")
+        };
+        let keys = wagate::auth::ApiKeyService::new(store.clone());
         let caps = wagate::domain::CapSet::all();
         keys.create(org, "e2e", caps, None, None).await.unwrap().1
     }
@@ -283,5 +396,18 @@ where
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(Gateway {
+            run: Run::Process(child),
+            ..
+        }) = self.gw.as_mut()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

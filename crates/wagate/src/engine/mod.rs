@@ -105,12 +105,76 @@ pub trait LiveClient: Send + Sync {
         chat: &Jid,
         change: ChatSettingChange,
     ) -> Result<(), EngineError>;
+    /// Fetches and decrypts an attachment from WhatsApp's media servers.
+    async fn download_media(&self, media: &MediaRef) -> Result<Vec<u8>, EngineError>;
+    /// The same into an empty file, rewound on success to be read back (it then holds only a
+    /// checked, complete attachment), so a large file never has to fit in memory.
+    async fn download_media_to(
+        &self,
+        media: &MediaRef,
+        file: std::fs::File,
+    ) -> Result<std::fs::File, EngineError> {
+        use std::io::{Seek, Write};
+        let bytes = self.download_media(media).await?;
+        let mut file = file;
+        file.write_all(&bytes)
+            .and_then(|()| file.rewind())
+            .map_err(|e| EngineError::Upstream(format!("writing the attachment: {e}")))?;
+        Ok(file)
+    }
     /// Sends one message with the id it carries (uploading its media first), and returns when
     /// WhatsApp's server has it.
     async fn send_message(
         &self,
         msg: &send::OutgoingMessage,
     ) -> Result<send::SentAck, send::SendError>;
+}
+
+/// Where an attachment lives on WhatsApp's media servers and how to decrypt it: enough to fetch
+/// it again while WhatsApp keeps it (weeks, not forever). Stored with the message as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaRef {
+    /// `image`, `video`, `audio`, `document` or `sticker`.
+    pub kind: String,
+    pub direct_path: String,
+    #[serde(with = "send::base64_bytes")]
+    pub media_key: Vec<u8>,
+    #[serde(with = "send::base64_bytes")]
+    pub file_sha256: Vec<u8>,
+    #[serde(with = "send::base64_bytes")]
+    pub file_enc_sha256: Vec<u8>,
+    pub file_length: u64,
+}
+
+impl MediaRef {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_json(s: &str) -> Option<MediaRef> {
+        serde_json::from_str(s).ok()
+    }
+}
+
+/// What voting in a poll needs, kept with the poll's message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PollInfo {
+    pub options: Vec<String>,
+    pub selectable_count: u32,
+    /// The poll's 32-byte secret, hex; votes are encrypted with keys derived from it.
+    pub secret: String,
+}
+
+impl PollInfo {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_json(s: &str) -> Option<PollInfo> {
+        serde_json::from_str(s).ok()
+    }
 }
 
 /// Runs sessions' WhatsApp connections.
@@ -129,6 +193,8 @@ pub trait Engine: Send + Sync + 'static {
         -> Result<String, EngineError>;
     /// The connected client of a session, if it has one.
     fn client(&self, session: &SessionId) -> Option<Arc<dyn LiveClient>>;
+    /// The session's settings were changed through the API: forget any copy of them.
+    fn settings_changed(&self, _session: &SessionId) {}
 }
 
 /// A gateway without WhatsApp connectivity: nothing is ever connected.

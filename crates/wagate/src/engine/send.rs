@@ -50,6 +50,10 @@ pub enum OutgoingContent {
         options: Vec<String>,
         /// How many options a voter may pick (1 = single choice).
         selectable_count: u32,
+        /// The poll's 32-byte secret (hex), chosen once so every attempt sends the same poll;
+        /// voters derive their vote keys from it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<String>,
     },
     /// Image, video, audio, document or sticker: the bytes travel in the outbox until WhatsApp
     /// has them.
@@ -65,7 +69,51 @@ pub enum OutgoingContent {
         /// For audio: a voice note (push-to-talk) rather than an audio file.
         #[serde(default)]
         voice: bool,
+        /// A file already on WhatsApp's media servers (a forward): sent by reference, `data`
+        /// is empty and nothing is uploaded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<super::MediaRef>,
     },
+    /// A reaction to the message `target` (an empty emoji removes this account's reaction).
+    Reaction {
+        target: MessageKey,
+        emoji: String,
+    },
+    /// A copy of a stored message, marked as forwarded.
+    Forward {
+        content: Box<OutgoingContent>,
+    },
+    /// A new text for the account's own message `target`.
+    Edit {
+        target: MessageKey,
+        text: String,
+    },
+    /// "Delete for everyone" of the message `target`.
+    Revoke {
+        target: MessageKey,
+    },
+    /// This account's vote in the poll `target` (no options: the vote is withdrawn).
+    Vote {
+        target: MessageKey,
+        /// Who created the poll (this account's JID for its own polls).
+        creator: String,
+        /// The poll's secret, hex.
+        secret: String,
+        options: Vec<String>,
+    },
+}
+
+/// The message an action is about, as WhatsApp addresses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageKey {
+    /// WhatsApp id of the message.
+    pub id: String,
+    /// Sent by this account.
+    pub from_me: bool,
+    /// In a group, the author of a message not sent by this account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -99,7 +147,23 @@ impl OutgoingContent {
             OutgoingContent::Contact { .. } => "contact",
             OutgoingContent::Poll { .. } => "poll",
             OutgoingContent::Media { kind, .. } => kind.as_str(),
+            OutgoingContent::Reaction { .. } => "reaction",
+            OutgoingContent::Forward { content } => content.kind(),
+            OutgoingContent::Edit { .. } => "edit",
+            OutgoingContent::Revoke { .. } => "revoke",
+            OutgoingContent::Vote { .. } => "vote",
         }
+    }
+
+    /// A change to an existing message (edit, revoke) rather than a message of its own: it has
+    /// no stored row; once WhatsApp took it, it is applied to its target.
+    pub fn is_change(&self) -> bool {
+        matches!(
+            self,
+            OutgoingContent::Edit { .. }
+                | OutgoingContent::Revoke { .. }
+                | OutgoingContent::Vote { .. }
+        )
     }
 
     /// The stored message's `body`: the text, caption, poll question, contact or place name.
@@ -110,15 +174,21 @@ impl OutgoingContent {
             OutgoingContent::Contact { display_name, .. } => Some(display_name.clone()),
             OutgoingContent::Poll { question, .. } => Some(question.clone()),
             OutgoingContent::Media { caption, .. } => caption.clone(),
+            OutgoingContent::Reaction { emoji, .. } => Some(emoji.clone()),
+            OutgoingContent::Forward { content } => content.body(),
+            OutgoingContent::Edit { text, .. } => Some(text.clone()),
+            OutgoingContent::Revoke { .. } | OutgoingContent::Vote { .. } => None,
         }
     }
 }
 
 /// What WhatsApp's server answered to a send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentAck {
     /// The server's timestamp of the message, epoch ms.
     pub timestamp: i64,
+    /// Where an uploaded attachment now lives on WhatsApp's media servers.
+    pub media: Option<super::MediaRef>,
 }
 
 /// Why a send failed, as the outbox must treat it.
@@ -132,7 +202,7 @@ pub enum SendError {
     Refused(String),
 }
 
-mod base64_bytes {
+pub(crate) mod base64_bytes {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine as _;
     use serde::{Deserialize, Deserializer, Serializer};

@@ -17,7 +17,7 @@ use super::send::{OutgoingContent, OutgoingMessage, SendError};
 use super::{ChatPresence, Engine, LiveClient};
 use crate::domain::{now_ms, Jid, SessionId};
 use crate::store::outgoing::OutgoingRecord;
-use crate::store::{MessageStatus, Store};
+use crate::store::{ChangeKind, MessageChange, MessageStatus, RecordOptions, Store};
 
 /// Attempts before a job that keeps failing temporarily is given up as `failed`.
 pub const MAX_ATTEMPTS: i32 = 8;
@@ -188,18 +188,29 @@ async fn step(inner: &Inner, s: &str, client: &dyn LiveClient) -> anyhow::Result
         content,
     };
     match client.send_message(&msg).await {
-        Ok(_ack) => {
-            // The message's status first, then the job: whoever sees the job settled sees the
-            // message's new status too.
-            store
-                .update_message_status(
-                    s,
-                    &to,
-                    std::slice::from_ref(&job.wa_message_id),
-                    MessageStatus::Sent,
-                    None,
-                )
-                .await?;
+        Ok(ack) => {
+            if let Some(media) = &ack.media {
+                store
+                    .set_media_ref(s, &job.wa_message_id, &media.to_json())
+                    .await?;
+            }
+            // The stored copy first, then the job: whoever sees the job settled sees the
+            // message's new status (or the edit, the revoke) too.
+            if let Some(change) = change_of(&to, &msg.content) {
+                store
+                    .record_inbound(s, &[], &[change], RecordOptions::default())
+                    .await?;
+            } else {
+                store
+                    .update_message_status(
+                        s,
+                        &to,
+                        std::slice::from_ref(&job.wa_message_id),
+                        MessageStatus::Sent,
+                        None,
+                    )
+                    .await?;
+            }
             store.send_done(&job.id, now_ms()).await?;
             let _ = inner.outcomes.send(Outcome {
                 job: job.id.clone(),
@@ -226,6 +237,27 @@ async fn step(inner: &Inner, s: &str, client: &dyn LiveClient) -> anyhow::Result
             Ok(true)
         }
     }
+}
+
+/// An edit or revoke as the change it makes to the stored copy once WhatsApp took it.
+fn change_of(to: &Jid, content: &OutgoingContent) -> Option<MessageChange> {
+    let (target, kind) = match content {
+        OutgoingContent::Edit { target, text } => (
+            target,
+            ChangeKind::Edit {
+                body: Some(text.clone()),
+            },
+        ),
+        OutgoingContent::Revoke { target } => (target, ChangeKind::Revoke),
+        _ => return None,
+    };
+    Some(MessageChange {
+        chat: to.clone(),
+        chat_alt: None,
+        target: target.id.clone(),
+        from_me: true,
+        kind,
+    })
 }
 
 async fn fail(inner: &Inner, job: &OutgoingRecord, to: &Jid, error: &str) -> anyhow::Result<()> {

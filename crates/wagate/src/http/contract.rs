@@ -47,6 +47,9 @@ fn parameter_schema(path: &str, location: &str, name: &str) -> Value {
         ("path", "sid") | ("query", "session") => json!({"$ref": "#/components/schemas/SessionId"}),
         ("path", "cid") => json!({"$ref": "#/components/schemas/ChatJid"}),
         ("path", "jid") => json!({"type": "string", "pattern": Jid::PERSON_PATTERN}),
+        ("path", "mid") => {
+            json!({"type": "string", "pattern": super::messages::MESSAGE_REF_PATTERN})
+        }
         ("path", "id") if path.starts_with("/api/v1/api-keys/") => {
             json!({"type": "string", "minLength": 1, "maxLength": 200})
         }

@@ -9,6 +9,8 @@ pub mod contacts;
 pub mod contract;
 pub mod events;
 pub mod extract;
+pub mod fetch;
+pub mod messages;
 pub mod metrics;
 pub mod models;
 pub mod send;
@@ -160,6 +162,15 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(chats::set_presence))
         .routes(routes!(chats::list_messages))
         .routes(routes!(send::send_message))
+        .routes(routes!(
+            messages::get_message,
+            messages::edit_message,
+            messages::revoke_message
+        ))
+        .routes(routes!(messages::get_media))
+        .routes(routes!(messages::react))
+        .routes(routes!(messages::forward))
+        .routes(routes!(messages::vote))
         .routes(routes!(contacts::list_contacts))
         .routes(routes!(
             contacts::check_number,

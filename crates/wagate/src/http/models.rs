@@ -79,6 +79,10 @@ pub struct Media {
     pub mimetype: Option<String>,
     pub size: Option<i64>,
     pub filename: Option<String>,
+    /// Where the gateway keeps its copy of the file, relative to its media folder (sessions
+    /// with `downloadMedia`); absent while there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// A stored message.
@@ -130,6 +134,7 @@ impl Message {
             mimetype: m.media_mimetype,
             size: m.media_size,
             filename: m.media_filename,
+            file: m.media_file,
         });
         Message {
             id: m.id,
@@ -250,6 +255,8 @@ pub struct Session {
     pub rate_per_min: i64,
     /// Messages per hour this session may send.
     pub rate_per_hour: i64,
+    /// Incoming attachments are copied into the gateway's media store.
+    pub download_media: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_connected_at: Option<i64>,
     pub created_at: i64,
@@ -271,6 +278,7 @@ impl From<SessionRecord> for Session {
             presence_typing: s.presence_typing,
             rate_per_min: s.rate_per_min,
             rate_per_hour: s.rate_per_hour,
+            download_media: s.download_media,
             last_connected_at: s.last_connected_at,
             created_at: s.created_at,
             updated_at: s.updated_at,

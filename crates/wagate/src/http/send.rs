@@ -26,16 +26,22 @@ use crate::store::MessageStatus;
 const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 const MAX_TEXT: usize = 65_536;
 
-/// Media given inline.
+/// The file to send: inline (`data`) or fetched by the gateway (`url`), exactly one of them.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MediaInput {
     /// The file, base64-encoded (standard alphabet). The whole request must fit the gateway's
     /// body limit (`body_limit_bytes`).
-    pub data: String,
-    /// Its MIME type, e.g. `image/jpeg`, `application/pdf`, `audio/ogg; codecs=opus`.
+    pub data: Option<String>,
+    /// An `http(s)` URL the gateway downloads the file from when it accepts the request (within
+    /// `media_url_max_bytes` and `media_url_timeout_secs`; no redirects; loopback and private
+    /// addresses refused unless `media_url_allow_private`).
+    #[schema(max_length = 2048, example = "https://example.com/invoice.pdf")]
+    pub url: Option<String>,
+    /// Its MIME type, e.g. `image/jpeg`, `application/pdf`, `audio/ogg; codecs=opus`. Required
+    /// with `data`; with `url` the server's `Content-Type` is used when omitted.
     #[schema(min_length = 1, max_length = 200)]
-    pub mimetype: String,
+    pub mimetype: Option<String>,
     /// A file name (documents show it).
     #[schema(max_length = 255)]
     pub filename: Option<String>,
@@ -132,7 +138,7 @@ fn missing(field: &str) -> ApiError {
 }
 
 /// The recipient: digits are a phone number; otherwise a person's or group's JID.
-fn recipient(raw: &str) -> ApiResult<Jid> {
+pub fn recipient(raw: &str) -> ApiResult<Jid> {
     if raw.contains('@') {
         let jid: Jid = raw
             .parse()
@@ -149,7 +155,42 @@ fn recipient(raw: &str) -> ApiResult<Jid> {
     }
 }
 
-fn content_of(b: &SendMessage) -> ApiResult<OutgoingContent> {
+/// A file: its bytes, MIME type and file name.
+type File = (Vec<u8>, String, Option<String>);
+
+/// The file of a media send: decoded from `data`, or downloaded from `url`.
+async fn media_file(st: &AppState, m: &MediaInput) -> ApiResult<File> {
+    let mimetype = m.mimetype.clone().filter(|t| !t.trim().is_empty());
+    match (&m.data, &m.url) {
+        (Some(data), None) => {
+            let bytes = STANDARD
+                .decode(data.as_bytes())
+                .map_err(|_| ApiError::bad_body(Some("media.data"), "not base64"))?;
+            if bytes.is_empty() {
+                return Err(ApiError::bad_body(Some("media.data"), "empty"));
+            }
+            let mimetype = mimetype
+                .ok_or_else(|| ApiError::bad_body(Some("media.mimetype"), "required with data"))?;
+            Ok((bytes, mimetype, m.filename.clone()))
+        }
+        (None, Some(url)) => {
+            let got = super::fetch::fetch(st.config(), url).await?;
+            let mimetype = mimetype.or(got.content_type).ok_or_else(|| {
+                ApiError::bad_body(
+                    Some("media.mimetype"),
+                    "required: the server sent no Content-Type",
+                )
+            })?;
+            Ok((got.bytes, mimetype, m.filename.clone().or(got.filename)))
+        }
+        _ => Err(ApiError::bad_body(
+            Some("media"),
+            "give exactly one of `data` and `url`",
+        )),
+    }
+}
+
+fn content_of(b: &SendMessage, fetched: Option<File>) -> ApiResult<OutgoingContent> {
     Ok(match b.kind {
         SendKind::Text => {
             let body = b
@@ -181,16 +222,7 @@ fn content_of(b: &SendMessage) -> ApiResult<OutgoingContent> {
         | SendKind::Audio
         | SendKind::Document
         | SendKind::Sticker => {
-            let m = b.media.as_ref().ok_or_else(|| missing("media"))?;
-            let data = STANDARD
-                .decode(m.data.as_bytes())
-                .map_err(|_| ApiError::bad_body(Some("media.data"), "not base64"))?;
-            if data.is_empty() {
-                return Err(ApiError::bad_body(Some("media.data"), "empty"));
-            }
-            if m.mimetype.trim().is_empty() {
-                return Err(ApiError::bad_body(Some("media.mimetype"), "required"));
-            }
+            let (data, mimetype, filename) = fetched.ok_or_else(|| missing("media"))?;
             let kind = match b.kind {
                 SendKind::Image => MediaKind::Image,
                 SendKind::Video => MediaKind::Video,
@@ -201,10 +233,11 @@ fn content_of(b: &SendMessage) -> ApiResult<OutgoingContent> {
             OutgoingContent::Media {
                 kind,
                 data,
-                mimetype: m.mimetype.clone(),
-                filename: m.filename.clone(),
+                mimetype,
+                filename,
                 caption: b.caption.clone(),
                 voice: kind == MediaKind::Audio && b.voice.unwrap_or(false),
+                reference: None,
             }
         }
         SendKind::Location => {
@@ -261,12 +294,159 @@ fn content_of(b: &SendMessage) -> ApiResult<OutgoingContent> {
                 question: p.question.clone(),
                 options: p.options.clone(),
                 selectable_count,
+                // Chosen when the request is accepted (after its idempotency hash).
+                secret: None,
             }
         }
     })
 }
 
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+/// A media message as `multipart/form-data`: the file travels as raw bytes (no base64), within
+/// the gateway's body limit (`body_limit_bytes`).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // documents the form; SendInput reads it
+pub struct SendMessageForm {
+    /// A phone number, a phone JID, a LID or a group JID.
+    to: String,
+    /// `image`, `video`, `audio`, `document` or `sticker`.
+    #[schema(rename = "type")]
+    kind: SendKind,
+    /// The file; its part's `Content-Type` is its MIME type unless `mimetype` is given.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    #[schema(max_length = 200)]
+    mimetype: Option<String>,
+    /// A file name (documents show it); default: the part's file name.
+    #[schema(max_length = 255)]
+    filename: Option<String>,
+    #[schema(max_length = 65536)]
+    caption: Option<String>,
+    /// For `audio`: `true` sends a voice note.
+    voice: Option<bool>,
+}
+
+/// The body of a send: JSON, or a media message as `multipart/form-data`.
+pub enum SendInput {
+    Json(SendMessage),
+    Form(SendMessage, File),
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for SendInput {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let multipart = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| {
+                t.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("multipart/form-data")
+            });
+        if !multipart {
+            let JsonBody(b) = JsonBody::<SendMessage>::from_request(req, state).await?;
+            return Ok(SendInput::Json(b));
+        }
+        let form_error = |e: axum::extract::multipart::MultipartError| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(
+                    "the request body is larger than this gateway accepts".into(),
+                )
+            } else {
+                ApiError::bad_body(None, format!("unreadable form: {}", e.body_text()))
+            }
+        };
+        let mut mp = axum::extract::Multipart::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_body(None, format!("unreadable form: {}", e.body_text())))?;
+        let mut fields = serde_json::Map::new();
+        let mut file: Option<(Vec<u8>, Option<String>, Option<String>)> = None;
+        while let Some(field) = mp.next_field().await.map_err(form_error)? {
+            let name = field.name().unwrap_or_default().to_owned();
+            match name.as_str() {
+                "file" => {
+                    if file.is_some() {
+                        return Err(ApiError::bad_body(Some("file"), "only one file"));
+                    }
+                    let ctype = field.content_type().map(str::to_owned);
+                    let fname = field.file_name().map(str::to_owned);
+                    let bytes = field.bytes().await.map_err(form_error)?;
+                    file = Some((bytes.to_vec(), ctype, fname));
+                }
+                "to" | "type" | "caption" | "mimetype" | "filename" | "voice" => {
+                    if fields.contains_key(&name) {
+                        return Err(ApiError::bad_body(Some(&name), "given twice"));
+                    }
+                    let text = field.text().await.map_err(form_error)?;
+                    let value = if name == "voice" {
+                        match text.as_str() {
+                            "true" => serde_json::Value::Bool(true),
+                            "false" => serde_json::Value::Bool(false),
+                            _ => return Err(ApiError::bad_body(Some("voice"), "true or false")),
+                        }
+                    } else {
+                        serde_json::Value::String(text)
+                    };
+                    fields.insert(name, value);
+                }
+                other => {
+                    return Err(ApiError::bad_body(
+                        Some(other),
+                        "unknown field; a form takes to, type, file, mimetype, filename, caption, voice",
+                    ))
+                }
+            }
+        }
+        let mimetype = fields
+            .remove("mimetype")
+            .and_then(|v| v.as_str().map(str::to_owned));
+        let filename = fields
+            .remove("filename")
+            .and_then(|v| v.as_str().map(str::to_owned));
+        let body: SendMessage =
+            serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| {
+                let msg = e.to_string();
+                match msg
+                    .strip_prefix("missing field `")
+                    .and_then(|r| r.split('`').next())
+                {
+                    Some(f) => ApiError::bad_body(Some(f), "required"),
+                    None => ApiError::bad_body(None, msg),
+                }
+            })?;
+        if !matches!(
+            body.kind,
+            SendKind::Image
+                | SendKind::Video
+                | SendKind::Audio
+                | SendKind::Document
+                | SendKind::Sticker
+        ) {
+            return Err(ApiError::bad_body(
+                Some("type"),
+                "a form sends image, video, audio, document or sticker; use JSON for the others",
+            ));
+        }
+        let (bytes, ctype, fname) =
+            file.ok_or_else(|| ApiError::bad_body(Some("file"), "required"))?;
+        if bytes.is_empty() {
+            return Err(ApiError::bad_body(Some("file"), "empty"));
+        }
+        let mimetype = mimetype
+            .or(ctype)
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| {
+                ApiError::bad_body(
+                    Some("mimetype"),
+                    "required when the file part has no Content-Type",
+                )
+            })?;
+        Ok(SendInput::Form(body, (bytes, mimetype, filename.or(fname))))
+    }
+}
+
+pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -298,7 +478,10 @@ Needs `send`.",
         ("async" = Option<bool>, Query, description = "`true`: queue and answer 202 at once."),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 200 visible ASCII characters."),
     ),
-    request_body = SendMessage,
+    request_body(content(
+        (SendMessage = "application/json"),
+        (SendMessageForm = "multipart/form-data"),
+    )),
     responses(
         (status = 201, description = "Sent (or refused: see `status` and `error`).", body = Message),
         (status = 202, description = "Accepted; the message is on its way (see its status and the events).", body = Message),
@@ -314,29 +497,100 @@ pub async fn send_message(
     path: PathParams,
     q: QueryMap,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<SendMessage>,
+    input: SendInput,
 ) -> ApiResult<Response> {
-    let sid = path.session()?;
-    let asynchronous = match q.get("async") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(ApiError::bad_parameter(
-                "async",
-                format!("`{other}` is not true or false"),
-            ))
-        }
+    let (body, form_file) = match input {
+        SendInput::Json(b) => (b, None),
+        SendInput::Form(b, f) => (b, Some(f)),
     };
+    let sid = path.session()?;
+    let asynchronous = asynchronous(&q)?;
     let key = idempotency_key(&headers)?;
     let to = recipient(&body.to)?;
-    let content = content_of(&body)?;
-    let session = owned_session(&st, &auth, &sid).await?;
+    let is_media = matches!(
+        body.kind,
+        SendKind::Image
+            | SendKind::Video
+            | SendKind::Audio
+            | SendKind::Document
+            | SendKind::Sticker
+    );
+    // Checked before a file is downloaded for it.
+    let sid_checked = owned_session(&st, &auth, &sid).await?;
+    let fetched = match (form_file, &body.media, is_media) {
+        (Some(f), _, _) => Some(f),
+        (None, Some(m), true) => Some(media_file(&st, m).await?),
+        _ => None,
+    };
+    let content = content_of(&body, fetched)?;
+    let session = sid_checked;
+    let (status, job) = submit(&st, &session, asynchronous, key, to, content, None).await?;
+    let record = job_message(&st, &session.id, &job).await?;
+    Ok((status, Json(record)).into_response())
+}
+
+/// `async=true|false`.
+pub fn asynchronous(q: &QueryMap) -> ApiResult<bool> {
+    match q.get("async") {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::bad_parameter(
+            "async",
+            format!("`{other}` is not true or false"),
+        )),
+    }
+}
+
+/// The stored message a message-sending job shows as, with its chat's JID as stored.
+pub async fn job_message(st: &AppState, s: &str, job: &OutgoingRecord) -> ApiResult<Message> {
+    let chat_jid = job
+        .chat_jid
+        .parse::<Jid>()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
+    let record = st
+        .store()
+        .get_message(s, &chat_jid, &job.wa_message_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message (its chat was deleted)"))?;
+    let chat = st.store().get_chat(s, &chat_jid).await?;
+    let shown_jid = chat.map(|c| c.jid).unwrap_or_else(|| job.chat_jid.clone());
+    Ok(Message::from_record(record, &shown_jid))
+}
+
+/// Accepts outgoing work into the durable outbox and, for a synchronous request, waits for
+/// WhatsApp's server: 201 once the job settled, 202 while it is still on its way. A message
+/// gets its stored row (status `pending`) in the same transaction; an edit or a revoke has
+/// none and names its `target` row instead. Applies the session's rate limits (synchronous:
+/// 429) and the Idempotency-Key (a retry returns the first job; a different request with the
+/// same key is a 422).
+pub async fn submit(
+    st: &AppState,
+    session: &crate::store::SessionRecord,
+    asynchronous: bool,
+    key: Option<String>,
+    to: Jid,
+    content: OutgoingContent,
+    target: Option<&crate::store::MessageRecord>,
+) -> ApiResult<(StatusCode, OutgoingRecord)> {
     let s = session.id.clone();
+    let sid: crate::domain::SessionId = s
+        .parse()
+        .map_err(|e: String| ApiError::Internal(anyhow::anyhow!(e)))?;
     let content_json = serde_json::to_string(&content).map_err(|e| ApiError::Internal(e.into()))?;
     let hash = hex::encode(Sha256::digest(format!(
         "{}\n{}\n{}",
         to, content_json, asynchronous
     )));
+    let mut content = content;
+    let mut content_json = content_json;
+    if let OutgoingContent::Poll { secret, .. } = &mut content {
+        // Chosen after the hash, so a retry of the same poll matches it.
+        use rand::RngCore;
+        let mut b = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut b);
+        *secret = Some(hex::encode(b));
+        content_json = serde_json::to_string(&content).map_err(|e| ApiError::Internal(e.into()))?;
+    }
     let now = now_ms();
     if !asynchronous {
         if st.engine().client(&sid).is_none() {
@@ -363,41 +617,80 @@ pub async fn send_message(
         }
     }
     let wa_id = new_message_id();
-    let media = match &content {
-        OutgoingContent::Media {
-            data,
-            mimetype,
-            filename,
-            ..
-        } => Some(MediaInfo {
-            mimetype: Some(mimetype.clone()),
-            size: Some(data.len() as i64),
-            filename: filename.clone(),
-        }),
-        _ => None,
-    };
-    let (quoted, mentions) = match &content {
-        OutgoingContent::Text {
-            reply_to, mentions, ..
-        } => (reply_to.clone(), mentions.clone()),
-        _ => (None, Vec::new()),
-    };
-    let msg = NewMessage {
-        chat: to.clone(),
-        chat_alt: None,
-        wa_message_id: wa_id.clone(),
-        from_me: true,
-        sender: None,
-        sender_lid: None,
-        sender_name: None,
-        kind: content.kind().to_owned(),
-        body: content.body(),
-        media,
-        quoted_message_id: quoted,
-        mentions,
-        status: MessageStatus::Pending,
-        timestamp: now,
-    };
+    let msg = (!content.is_change()).then(|| {
+        let media = match &content {
+            OutgoingContent::Media {
+                data,
+                mimetype,
+                filename,
+                reference,
+                ..
+            } => Some(MediaInfo {
+                mimetype: Some(mimetype.clone()),
+                size: Some(
+                    reference
+                        .as_ref()
+                        .map_or(data.len() as u64, |r| r.file_length) as i64,
+                ),
+                filename: filename.clone(),
+                reference: reference.as_ref().map(|r| r.to_json()),
+            }),
+            OutgoingContent::Forward { content } => match &**content {
+                OutgoingContent::Media {
+                    mimetype,
+                    filename,
+                    reference: Some(r),
+                    ..
+                } => Some(MediaInfo {
+                    mimetype: Some(mimetype.clone()),
+                    size: Some(r.file_length as i64),
+                    filename: filename.clone(),
+                    reference: Some(r.to_json()),
+                }),
+                _ => None,
+            },
+            _ => None,
+        };
+        let (quoted, mentions) = match &content {
+            OutgoingContent::Text {
+                reply_to, mentions, ..
+            } => (reply_to.clone(), mentions.clone()),
+            OutgoingContent::Reaction { target, .. } => (Some(target.id.clone()), Vec::new()),
+            _ => (None, Vec::new()),
+        };
+        NewMessage {
+            chat: to.clone(),
+            chat_alt: None,
+            wa_message_id: wa_id.clone(),
+            from_me: true,
+            sender: None,
+            sender_lid: None,
+            sender_name: None,
+            kind: content.kind().to_owned(),
+            body: content.body(),
+            media,
+            quoted_message_id: quoted,
+            mentions,
+            status: MessageStatus::Pending,
+            timestamp: now,
+            poll: match &content {
+                OutgoingContent::Poll {
+                    options,
+                    selectable_count,
+                    secret: Some(secret),
+                    ..
+                } => Some(
+                    crate::engine::PollInfo {
+                        options: options.clone(),
+                        selectable_count: *selectable_count,
+                        secret: secret.clone(),
+                    }
+                    .to_json(),
+                ),
+                _ => None,
+            },
+        }
+    });
     let job = OutgoingRecord {
         id: ulid::Ulid::new().to_string(),
         session_id: s.clone(),
@@ -405,7 +698,7 @@ pub async fn send_message(
         request_hash: hash.clone(),
         chat_jid: to.to_string(),
         wa_message_id: wa_id,
-        message_id: 0,
+        message_id: target.map(|t| t.id).unwrap_or_default(),
         content: content_json,
         state: "queued".into(),
         attempts: 0,
@@ -417,7 +710,7 @@ pub async fn send_message(
     let mut outcomes = st.sender().subscribe();
     let enqueued = st
         .store()
-        .enqueue_send(&job, &msg)
+        .enqueue_send(&job, msg.as_ref())
         .await?
         .ok_or_else(|| ApiError::Conflict("the session was deleted".into()))?;
     if !enqueued.created && enqueued.job.request_hash != hash {
@@ -433,44 +726,33 @@ pub async fn send_message(
         return Err(ApiError::no_client());
     }
     let job = enqueued.job;
-    let mut status = StatusCode::ACCEPTED;
-    if !asynchronous {
-        let id = job.id.clone();
-        let settled = |state: &str| state != "queued";
-        let mut done = st
-            .store()
-            .outgoing(&id)
-            .await?
-            .is_some_and(|j| settled(&j.state));
-        let deadline = tokio::time::Instant::now() + SYNC_WAIT;
-        while !done {
-            match tokio::time::timeout_at(deadline, outcomes.recv()).await {
-                Ok(Ok(o)) => done = o.job == id,
-                // Missed some outcomes: look at the job itself.
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
-                    done = st
-                        .store()
-                        .outgoing(&id)
-                        .await?
-                        .is_some_and(|j| settled(&j.state));
-                }
-                Ok(Err(_)) | Err(_) => break,
+    if asynchronous {
+        return Ok((StatusCode::ACCEPTED, job));
+    }
+    let id = job.id.clone();
+    let settled = |state: &str| state != "queued";
+    let mut done = st
+        .store()
+        .outgoing(&id)
+        .await?
+        .filter(|j| settled(&j.state));
+    let deadline = tokio::time::Instant::now() + SYNC_WAIT;
+    while done.is_none() {
+        match tokio::time::timeout_at(deadline, outcomes.recv()).await {
+            Ok(Ok(o)) if o.job != id => continue,
+            // Settled, or missed some outcomes: look at the job itself.
+            Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                done = st
+                    .store()
+                    .outgoing(&id)
+                    .await?
+                    .filter(|j| settled(&j.state));
             }
-        }
-        if done {
-            status = StatusCode::CREATED;
+            Ok(Err(_)) | Err(_) => break,
         }
     }
-    let chat_jid = job
-        .chat_jid
-        .parse::<Jid>()
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
-    let record = st
-        .store()
-        .get_message(&s, &chat_jid, &job.wa_message_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("message (its chat was deleted)"))?;
-    let chat = st.store().get_chat(&s, &chat_jid).await?;
-    let shown_jid = chat.map(|c| c.jid).unwrap_or_else(|| job.chat_jid.clone());
-    Ok((status, Json(Message::from_record(record, &shown_jid))).into_response())
+    Ok(match done {
+        Some(j) => (StatusCode::CREATED, j),
+        None => (StatusCode::ACCEPTED, job),
+    })
 }

@@ -33,6 +33,9 @@ pub struct CreateSession {
     /// Messages per hour this session may send (default from the configuration).
     #[schema(minimum = 1, maximum = 1000000)]
     pub rate_per_hour: Option<i64>,
+    /// Keep a copy of each incoming attachment in the gateway's media store on disk, so it
+    /// can be fetched later without WhatsApp (default false).
+    pub download_media: Option<bool>,
 }
 
 fn check_settings(
@@ -103,6 +106,7 @@ pub async fn create_session(
             presence_typing: body.presence_typing.unwrap_or(false),
             rate_per_min: body.rate_per_min.unwrap_or(cfg.default_rate_per_min),
             rate_per_hour: body.rate_per_hour.unwrap_or(cfg.default_rate_per_hour),
+            download_media: body.download_media.unwrap_or(false),
         })
         .await?;
     Ok((StatusCode::CREATED, Json(rec.into())))
@@ -166,6 +170,7 @@ pub struct UpdateSession {
     pub rate_per_min: Option<i64>,
     #[schema(minimum = 1, maximum = 1000000)]
     pub rate_per_hour: Option<i64>,
+    pub download_media: Option<bool>,
 }
 
 fn some_value<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
@@ -178,7 +183,7 @@ fn some_value<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 #[utoipa::path(
     patch, path = "/sessions/{sid}", tag = "sessions",
     summary = "Update a session's settings",
-    description = "Partial update of label, auto-read, typing indicator and rate limits. Needs `manage`.",
+    description = "Partial update of label, auto-read, typing indicator, rate limits and the media store. Needs `manage`.",
     params(("sid" = String, Path, description = "Session id (ULID).")),
     request_body = UpdateSession,
     responses(
@@ -206,12 +211,14 @@ pub async fn update_session(
         presence_typing: body.presence_typing,
         rate_per_min: body.rate_per_min,
         rate_per_hour: body.rate_per_hour,
+        download_media: body.download_media,
     };
     let rec = st
         .store()
         .update_session(&auth.org_id, &sid, patch)
         .await?
         .ok_or_else(ApiError::session_not_found)?;
+    st.engine().settings_changed(&sid);
     Ok(Json(rec.into()))
 }
 

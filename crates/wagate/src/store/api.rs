@@ -148,8 +148,20 @@ impl Store {
 
     /// Deletes a session and everything stored for it. True when it existed.
     pub async fn delete_session(&self, org: &str, id: &SessionId) -> anyhow::Result<bool> {
-        let _w = self.write_gate().await;
-        Ok(on_db!(self, sessions::delete(org, &id.to_string()))?)
+        let deleted = {
+            let _w = self.write_gate().await;
+            on_db!(self, sessions::delete(org, &id.to_string()))?
+        };
+        if deleted {
+            if let Some(dir) = &self.media_dir {
+                match tokio::fs::remove_dir_all(dir.join(id.to_string())).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(session = %id, error = %e, "media files not removed"),
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     // API keys and the `meta` table.
@@ -293,6 +305,41 @@ impl Store {
         Ok(on_db!(self, messages::get(c.id, wa_message_id))?)
     }
 
+    /// A message of the session by its stored id or its WhatsApp id, with its chat's JID:
+    /// `Err` when the WhatsApp id is in more than one chat.
+    pub async fn find_message(
+        &self,
+        session: &str,
+        mid: &str,
+    ) -> anyhow::Result<Result<Option<(MessageRecord, String)>, Ambiguous>> {
+        let mut rows = on_db!(self, messages::find(session, mid))?;
+        Ok(match rows.len() {
+            0 => Ok(None),
+            1 => Ok(rows.pop()),
+            _ => Err(Ambiguous),
+        })
+    }
+
+    /// Records the media store's copy of a message's attachment (a path relative to it).
+    pub async fn set_media_file(&self, session: &str, id: i64, file: &str) -> anyhow::Result<()> {
+        let _w = self.write_gate().await;
+        Ok(on_db!(self, messages::set_media_file(session, id, file))?)
+    }
+
+    /// Records where a sent message's attachment lives on WhatsApp's media servers.
+    pub async fn set_media_ref(
+        &self,
+        session: &str,
+        wa_message_id: &str,
+        reference: &str,
+    ) -> anyhow::Result<()> {
+        let _w = self.write_gate().await;
+        Ok(on_db!(
+            self,
+            messages::set_media_ref(session, wa_message_id, reference)
+        )?)
+    }
+
     /// A page of the people this session has seen, oldest sighting first.
     pub async fn list_contacts(
         &self,
@@ -330,3 +377,7 @@ impl Store {
         Ok(on_db!(self, events::sweep(before))?)
     }
 }
+
+/// A WhatsApp message id found in more than one chat of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ambiguous;

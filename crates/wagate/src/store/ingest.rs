@@ -19,6 +19,8 @@ pub struct MediaInfo {
     pub mimetype: Option<String>,
     pub size: Option<i64>,
     pub filename: Option<String>,
+    /// How to fetch the file again from WhatsApp (`engine::MediaRef` as JSON), when known.
+    pub reference: Option<String>,
 }
 
 /// A message to record, as the engine converts it from WhatsApp.
@@ -45,6 +47,33 @@ pub struct NewMessage {
     pub status: MessageStatus,
     /// When WhatsApp says it was sent, epoch ms.
     pub timestamp: i64,
+    /// For a poll: what voting needs (`engine::PollInfo` as JSON).
+    pub poll: Option<String>,
+}
+
+/// A change WhatsApp reports to a message already sent: an edit of its text or a revoke
+/// ("deleted for everyone"). Reactions are messages of their own (type `reaction`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// The new text (or caption).
+    Edit {
+        body: Option<String>,
+    },
+    Revoke,
+}
+
+/// A change to a stored message, as the engine converts it from WhatsApp (or as the gateway
+/// itself made it from the API, once WhatsApp took it).
+#[derive(Debug, Clone)]
+pub struct MessageChange {
+    /// The chat, addressed as in [`NewMessage::chat`].
+    pub chat: Jid,
+    pub chat_alt: Option<Jid>,
+    /// WhatsApp id of the changed message.
+    pub target: String,
+    /// Made by the account (from any of its devices or the API) rather than the other side.
+    pub from_me: bool,
+    pub kind: ChangeKind,
 }
 
 /// How a batch of messages is counted.
@@ -237,8 +266,42 @@ impl Store {
         if msgs.is_empty() {
             return Ok(Vec::new());
         }
-        let _w = self.write_gate().await;
-        Ok(on_db!(self, ingest::messages(session, msgs, opts))?)
+        self.record_inbound(session, msgs, &[], opts).await
+    }
+
+    /// Records new messages and changes to stored ones (edits, revokes) in one transaction,
+    /// messages first, so an edit that arrives in the same batch as its message applies.
+    /// An edit changes the body and sets `edited`; a revoke clears the body, mentions and
+    /// attachment metadata and sets `deleted`; each writes one `message.edited` /
+    /// `message.revoked` event, and repeating it changes nothing. A change is applied only when
+    /// it comes from the side that wrote the message (in a group, a revoke may also come from
+    /// an admin); a change to a message the stored copy does not have is ignored.
+    pub async fn record_inbound(
+        &self,
+        session: &str,
+        msgs: &[NewMessage],
+        changes: &[MessageChange],
+        opts: RecordOptions,
+    ) -> anyhow::Result<Vec<Recorded>> {
+        if msgs.is_empty() && changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Revoked attachments leave the media store too (their paths are read first: the
+        // revoke clears them).
+        let mut files = Vec::new();
+        if self.media_dir.is_some() {
+            for c in changes.iter().filter(|c| c.kind == ChangeKind::Revoke) {
+                if let Some(m) = self.get_message(session, &c.chat, &c.target).await? {
+                    files.extend(m.media_file);
+                }
+            }
+        }
+        let recorded = {
+            let _w = self.write_gate().await;
+            on_db!(self, ingest::messages(session, msgs, changes, opts))?
+        };
+        self.forget_media(&files).await;
+        Ok(recorded)
     }
 
     /// Applies a receipt: the messages' status moves forward. Returns how many changed.

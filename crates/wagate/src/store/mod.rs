@@ -38,8 +38,8 @@ use tokio::sync::{Mutex, MutexGuard};
 
 pub use api::{ContactFilter, ContactSource, EventFilter};
 pub use ingest::{
-    ChatSettings, GroupInfo, GroupMember, HistoryBatch, HistoryCounts, MediaInfo, NewMessage,
-    ParticipantChange, PersonNames, Receipt, RecordOptions, Recorded,
+    ChangeKind, ChatSettings, GroupInfo, GroupMember, HistoryBatch, HistoryCounts, MediaInfo,
+    MessageChange, NewMessage, ParticipantChange, PersonNames, Receipt, RecordOptions, Recorded,
 };
 pub use outbox::kind as event_kind;
 pub use records::{
@@ -68,6 +68,8 @@ pub struct Store {
     /// SQLite has one writer: taking this in-process lock before a write transaction hands the
     /// write lock over in FIFO order instead of letting writers poll SQLite's busy handler.
     write_gate: Option<Arc<Mutex<()>>>,
+    /// The on-disk media store, whose files go with their message (revoke) or session (delete).
+    media_dir: Option<Arc<std::path::PathBuf>>,
 }
 
 /// A held write permit (a no-op on PostgreSQL).
@@ -90,6 +92,28 @@ macro_rules! on_db {
 pub(crate) use on_db;
 
 impl Store {
+    /// The store with the media store's folder: files of revoked messages and deleted
+    /// sessions are removed from it.
+    pub fn with_media_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.media_dir = Some(Arc::new(dir));
+        self
+    }
+
+    /// Removes files of the media store (paths relative to it); missing files are fine.
+    pub(crate) async fn forget_media(&self, files: &[String]) {
+        let Some(dir) = &self.media_dir else { return };
+        for f in files {
+            if f.split('/').any(|part| part == ".." || part.is_empty()) {
+                continue;
+            }
+            match tokio::fs::remove_file(dir.join(f)).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(file = f, error = %e, "media file not removed"),
+            }
+        }
+    }
+
     /// Connects to `url` (`sqlite://...` or `postgres://...`). SQLite files and their parent
     /// folders are created when missing.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
@@ -129,7 +153,11 @@ impl Store {
             }
         };
         let write_gate = (kind == DbKind::Sqlite).then(|| Arc::new(Mutex::new(())));
-        Ok(Store { db, write_gate })
+        Ok(Store {
+            db,
+            write_gate,
+            media_dir: None,
+        })
     }
 
     /// Applies the embedded migrations of this store's dialect.

@@ -10,6 +10,8 @@ pub mod kind {
     pub const MESSAGE: &str = "message";
     pub const MESSAGE_FROM_ME: &str = "message.from_me";
     pub const MESSAGE_STATUS: &str = "message.status";
+    /// A reaction (or its removal: empty `body`) to the message `quotedMessageId`.
+    pub const MESSAGE_REACTION: &str = "message.reaction";
     pub const MESSAGE_EDITED: &str = "message.edited";
     pub const MESSAGE_REVOKED: &str = "message.revoked";
     pub const CHAT_UPDATE: &str = "chat.update";
@@ -33,6 +35,7 @@ pub mod kind {
     pub const ALL: &[&str] = &[
         MESSAGE,
         MESSAGE_FROM_ME,
+        MESSAGE_REACTION,
         MESSAGE_STATUS,
         MESSAGE_EDITED,
         MESSAGE_REVOKED,

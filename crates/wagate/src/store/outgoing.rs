@@ -38,12 +38,13 @@ pub struct Enqueued {
 
 impl Store {
     /// Accepts a send in one transaction: the job (unless the idempotency key names an earlier
-    /// one, which is returned instead) and the stored message it shows as. `None` when the
-    /// session does not exist.
+    /// one, which is returned instead) and the stored message it shows as (none for an edit or
+    /// a revoke: `job.message_id` is then the message it changes). `None` when the session does
+    /// not exist.
     pub async fn enqueue_send(
         &self,
         job: &OutgoingRecord,
-        msg: &NewMessage,
+        msg: Option<&NewMessage>,
     ) -> anyhow::Result<Option<Enqueued>> {
         let _w = self.write_gate().await;
         Ok(on_db!(self, ingest::enqueue_send(job, msg))?)

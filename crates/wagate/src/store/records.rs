@@ -166,6 +166,15 @@ pub struct MessageRecord {
     pub media_mimetype: Option<String>,
     pub media_size: Option<i64>,
     pub media_filename: Option<String>,
+    /// How to fetch the attachment again (`engine::MediaRef` as JSON); not part of the API.
+    #[serde(default)]
+    pub media_ref: Option<String>,
+    /// The on-disk copy of the attachment, relative to the media folder.
+    #[serde(default)]
+    pub media_file: Option<String>,
+    /// For a poll: its options, choice count and secret (`engine::PollInfo` as JSON).
+    #[serde(default)]
+    pub poll: Option<String>,
     pub quoted_message_id: Option<String>,
     pub mentions: Option<String>,
     pub status: String,
@@ -208,6 +217,8 @@ pub struct SessionRecord {
     pub presence_typing: bool,
     pub rate_per_min: i64,
     pub rate_per_hour: i64,
+    /// Keep a copy of incoming attachments in the on-disk media store.
+    pub download_media: bool,
     pub last_connected_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -228,6 +239,7 @@ pub struct NewSession {
     pub presence_typing: bool,
     pub rate_per_min: i64,
     pub rate_per_hour: i64,
+    pub download_media: bool,
 }
 
 /// A partial update of a session's settings; `None` leaves a field as it is.
@@ -238,6 +250,7 @@ pub struct SessionPatch {
     pub presence_typing: Option<bool>,
     pub rate_per_min: Option<i64>,
     pub rate_per_hour: Option<i64>,
+    pub download_media: Option<bool>,
 }
 
 #[derive(Debug, Clone, FromRow)]

@@ -1,3 +1,5 @@
+use axum::http::Method;
+
 use crate::dual;
 use crate::support::{jid, text, TestApp};
 use wagate::store::{ChatSettings, MessageStatus, RecordOptions};
@@ -94,4 +96,85 @@ dual!(async fn concurrent_ingest_and_patches_lose_nothing(backend) {
     let c = app.get(&uri).await.json();
     assert_eq!(c["unreadCount"], 101, "every incoming message counted once");
     assert_eq!((c["pinned"].clone(), c["archived"].clone(), c["mutedUntil"].clone()), (serde_json::json!(false), serde_json::json!(true), serde_json::json!(far + 11)));
+});
+
+dual!(async fn edits_revokes_and_reactions_change_the_stored_copy_once(backend) {
+    use wagate::store::{ChangeKind, MediaInfo, MessageChange};
+    let app = TestApp::new(backend).await;
+    let ev = app.key("org-a", "events").await;
+    let sid = app.session().await;
+    let dm = "6281230000001@s.whatsapp.net";
+    let g = "120363000000000009@g.us";
+    app.msg(&sid, dm, "E1", false, 1_000).await;
+    app.msg(&sid, dm, "MINE", true, 1_100).await;
+    let mut img = text(dm, "R1", false, 1_200);
+    img.kind = "image".into();
+    img.body = Some("caption".into());
+    img.media = Some(MediaInfo { mimetype: Some("image/jpeg".into()), size: Some(10), filename: None, reference: None });
+    img.mentions = vec!["6281230000009@s.whatsapp.net".into()];
+    app.store.record_message(&sid, img, RecordOptions::default()).await.unwrap();
+    app.msg(&sid, g, "G1", true, 1_300).await;
+    let after = app.call(Method::GET, "/api/v1/events?limit=1000", Some(&ev), None).await.json()["next"].as_i64().unwrap();
+
+    let change = |chat: &str, target: &str, from_me: bool, kind: ChangeKind| MessageChange {
+        chat: jid(chat),
+        chat_alt: None,
+        target: target.into(),
+        from_me,
+        kind,
+    };
+    let edit = |body: &str| ChangeKind::Edit { body: Some(body.into()) };
+    // A reaction in the same batch as an edit of the message it reacts to.
+    let mut react = text(dm, "RX", false, 1_400);
+    react.kind = "reaction".into();
+    react.body = Some("👍".into());
+    react.quoted_message_id = Some("E1".into());
+    let changes = vec![
+        change(dm, "E1", false, edit("fixed")),
+        change(dm, "E1", false, edit("fixed")), // repeated: no second event
+        change(dm, "MINE", false, edit("not theirs to edit")),
+        change(dm, "R1", false, ChangeKind::Revoke),
+        change(dm, "NOPE", false, ChangeKind::Revoke), // not stored: ignored
+        change("6281239999999@s.whatsapp.net", "E1", false, ChangeKind::Revoke), // unknown chat
+        change(g, "G1", false, ChangeKind::Revoke), // a group admin's revoke
+    ];
+    app.store.record_inbound(&sid, &[react], &changes, RecordOptions::default()).await.unwrap();
+
+    let get = |id: &'static str, _chat: &'static str| {
+        let app = &app;
+        let sid = sid.clone();
+        async move { app.get(&format!("/api/v1/sessions/{sid}/messages/{id}")).await.json() }
+    };
+    let e1 = get("E1", dm).await;
+    assert_eq!((e1["body"].as_str(), e1["edited"].as_bool(), e1["deleted"].as_bool()), (Some("fixed"), Some(true), Some(false)), "{e1}");
+    let mine = get("MINE", dm).await;
+    assert_eq!((mine["body"].as_str(), mine["edited"].as_bool()), (Some("body of MINE"), Some(false)), "{mine}");
+    let r1 = get("R1", dm).await;
+    assert_eq!(r1["deleted"], true, "{r1}");
+    assert!(r1.get("body").is_none_or(|b| b.is_null()), "{r1}");
+    assert_eq!(r1["hasMedia"], false, "{r1}");
+    assert!(r1.get("mentions").is_none_or(|m| m.is_null() || m.as_array().is_some_and(|a| a.is_empty())), "{r1}");
+    assert_eq!(r1["type"], "image", "the kind stays");
+    assert_eq!(get("G1", g).await["deleted"], true);
+    // A revoked message can no longer be edited.
+    app.store.record_inbound(&sid, &[], &[change(dm, "R1", false, edit("again"))], RecordOptions::default()).await.unwrap();
+    assert!(get("R1", dm).await.get("body").is_none_or(|b| b.is_null()));
+    // The reaction is a message of its own, not unread; the chat counts only the 2 messages.
+    let rx = get("RX", dm).await;
+    assert_eq!((rx["type"].as_str(), rx["body"].as_str(), rx["quotedMessageId"].as_str()), (Some("reaction"), Some("👍"), Some("E1")));
+    assert_eq!(app.get(&format!("/api/v1/sessions/{sid}/chats/{dm}")).await.json()["unreadCount"], 2);
+
+    let feed = app.call(Method::GET, &format!("/api/v1/events?after={after}&limit=1000"), Some(&ev), None).await.json();
+    let got: Vec<(String, String)> = feed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"].as_str().unwrap().starts_with("message"))
+        .map(|e| (e["event"].as_str().unwrap().to_owned(), e["payload"]["waMessageId"].as_str().unwrap().to_owned()))
+        .collect();
+    let want: Vec<(String, String)> = [("message.reaction", "RX"), ("message.edited", "E1"), ("message.revoked", "R1"), ("message.revoked", "G1")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(got, want);
 });

@@ -88,7 +88,7 @@ dual!(async fn media_mentions_and_quotes_round_trip(backend) {
     m.body = Some("a caption".into());
     m.sender = Some(crate::support::jid("205227043110953@lid"));
     m.sender_name = Some("Alice".into());
-    m.media = Some(MediaInfo { mimetype: Some("image/jpeg".into()), size: Some(12345), filename: None });
+    m.media = Some(MediaInfo { mimetype: Some("image/jpeg".into()), size: Some(12345), filename: None, reference: None });
     m.mentions = vec!["6281234567890@s.whatsapp.net".into()];
     m.quoted_message_id = Some("q1".into());
     app.store.record_message(&sid, m, RecordOptions::default()).await.unwrap();
@@ -102,4 +102,28 @@ dual!(async fn media_mentions_and_quotes_round_trip(backend) {
     assert_eq!(m["quotedMessageId"], "q1");
     assert_eq!(m["senderJid"], "205227043110953@lid");
     assert_eq!(m["senderName"], "Alice");
+});
+
+dual!(async fn one_message_by_id_or_whatsapp_id(backend) {
+    use axum::http::Method;
+    let app = TestApp::new(backend).await;
+    let sid = app.session().await;
+    let a = app.msg(&sid, "100@s.whatsapp.net", "W1", false, 1_000).await;
+    app.msg(&sid, "100@s.whatsapp.net", "DUP", false, 1_100).await;
+    app.msg(&sid, "200@s.whatsapp.net", "DUP", false, 1_200).await;
+    let by_id = app.get(&format!("/api/v1/sessions/{sid}/messages/{}", a.id)).await;
+    by_id.expect(200);
+    let by_wa = app.get(&format!("/api/v1/sessions/{sid}/messages/W1")).await;
+    by_wa.expect(200);
+    assert_eq!(by_id.json(), by_wa.json());
+    assert_eq!(by_wa.json()["chatJid"], "100@s.whatsapp.net");
+    app.get(&format!("/api/v1/sessions/{sid}/messages/NOPE")).await.expect_error(404, "not_found");
+    app.get(&format!("/api/v1/sessions/{sid}/messages/99999999")).await.expect_error(404, "not_found");
+    app.get(&format!("/api/v1/sessions/{sid}/messages/DUP")).await.expect_error(409, "conflict");
+    app.get(&format!("/api/v1/sessions/{sid}/messages/a%20b")).await.expect_error(400, "validation_error");
+    // Another organization's caller finds nothing, even with the right ids.
+    let other = app.key("org-b", "read").await;
+    app.call(Method::GET, &format!("/api/v1/sessions/{sid}/messages/{}", a.id), Some(&other), None)
+        .await
+        .expect_error(404, "not_found");
 });

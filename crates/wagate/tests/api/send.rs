@@ -187,3 +187,286 @@ dual!(async fn refusals_fail_the_message_and_temporary_failures_retry(backend) {
         client.sent.lock().unwrap().iter().any(|m| m.id == wa)
     }).await;
 });
+
+dual!(async fn edit_revoke_react_and_forward_existing_messages(backend) {
+    use wagate::engine::send::MessageKey;
+    let app = TestApp::new(backend).await;
+    let sid = app.session().await;
+    let client = app.engine.connect(&sid);
+    let dm = "6281234567890@s.whatsapp.net";
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let app = &app;
+        async move { app.call(method, &path, Some(&app.admin_key), body).await }
+    };
+    let base = format!("/api/v1/sessions/{sid}/messages");
+    let mine = app.send(&sid, "", None, json!({"to": dm, "type": "text", "text": "typo"})).await.json();
+    let mid = mine["id"].as_i64().unwrap();
+    let wa = mine["waMessageId"].as_str().unwrap().to_owned();
+    app.msg(&sid, dm, "THEIRS", false, wagate::domain::now_ms()).await;
+    app.msg(&sid, "120363000000000001@g.us", "GROUPMSG", false, wagate::domain::now_ms()).await;
+
+    // Edit: by id; the engine gets an edit of that WhatsApp id; the stored copy changes.
+    let r = call(Method::PATCH, format!("{base}/{mid}"), Some(json!({"text": "fixed"}))).await;
+    r.expect(200);
+    let edited = r.json();
+    assert_eq!((edited["body"].as_str(), edited["edited"].as_bool(), edited["id"].as_i64()), (Some("fixed"), Some(true), Some(mid)), "{edited}");
+    let last = client.sent.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.content, OutgoingContent::Edit { target: MessageKey { id: wa.clone(), from_me: true, participant: None }, text: "fixed".into() });
+    assert_ne!(last.id, wa, "an edit travels under its own id");
+    // Only one's own text can be edited; bad bodies are refused before anything is queued.
+    call(Method::PATCH, format!("{base}/THEIRS"), Some(json!({"text": "x"}))).await.expect_error(422, "validation_error");
+    call(Method::PATCH, format!("{base}/{mid}"), Some(json!({"text": "  "}))).await.expect_error(422, "validation_error");
+    call(Method::PATCH, format!("{base}/{mid}"), Some(json!({"txt": "x"}))).await.expect_error(422, "validation_error");
+    call(Method::PATCH, format!("{base}/NOPE"), Some(json!({"text": "x"}))).await.expect_error(404, "not_found");
+
+    // React to their message, by WhatsApp id: a reaction message of its own.
+    let r = call(Method::POST, format!("{base}/THEIRS/reaction"), Some(json!({"emoji": "👍"}))).await;
+    r.expect(201);
+    let reaction = r.json();
+    assert_eq!((reaction["type"].as_str(), reaction["body"].as_str(), reaction["quotedMessageId"].as_str(), reaction["status"].as_str()), (Some("reaction"), Some("👍"), Some("THEIRS"), Some("sent")), "{reaction}");
+    assert!(matches!(&client.sent.lock().unwrap().last().unwrap().content, OutgoingContent::Reaction { target, emoji } if target.id == "THEIRS" && !target.from_me && emoji == "👍"));
+    call(Method::POST, format!("{base}/THEIRS/reaction"), Some(json!({"emoji": "a b"}))).await.expect_error(422, "validation_error");
+
+    // Forward their text to a group: a new message, marked forwarded for the engine.
+    let r = call(Method::POST, format!("{base}/THEIRS/forward"), Some(json!({"to": "120363000000000001@g.us"}))).await;
+    r.expect(201);
+    assert_eq!(r.json()["body"], "body of THEIRS");
+    assert!(matches!(&client.sent.lock().unwrap().last().unwrap().content, OutgoingContent::Forward { content } if matches!(**content, OutgoingContent::Text { ref body, .. } if body == "body of THEIRS")));
+    call(Method::POST, format!("{base}/THEIRS/forward"), Some(json!({"to": "not a number"}))).await.expect_error(422, "validation_error");
+
+    // Revoke: their DM message is not ours to delete; a group member's is (as an admin).
+    call(Method::DELETE, format!("{base}/THEIRS"), None).await.expect_error(422, "validation_error");
+    let r = call(Method::DELETE, format!("{base}/GROUPMSG"), None).await;
+    r.expect(200);
+    assert!(matches!(&client.sent.lock().unwrap().last().unwrap().content, OutgoingContent::Revoke { target } if target.id == "GROUPMSG" && !target.from_me));
+    let r = call(Method::DELETE, format!("{base}/{wa}"), None).await;
+    r.expect(200);
+    let gone = r.json();
+    assert_eq!(gone["deleted"], true, "{gone}");
+    assert!(gone.get("body").is_none_or(|b| b.is_null()), "{gone}");
+    // A deleted message takes no more actions.
+    call(Method::DELETE, format!("{base}/{wa}"), None).await.expect_error(409, "conflict");
+    call(Method::PATCH, format!("{base}/{wa}"), Some(json!({"text": "again"}))).await.expect_error(409, "conflict");
+
+    // The feed tells each change once.
+    let ev = app.key("org-a", "events").await;
+    let feed = app.call(Method::GET, "/api/v1/events?event=message.edited,message.revoked,message.reaction&limit=100", Some(&ev), None).await.json();
+    let kinds: Vec<&str> = feed["data"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["message.edited", "message.reaction", "message.revoked", "message.revoked"]);
+
+    // Without a connected client: 501 synchronously; async waits and is applied after connecting.
+    let other = app.send(&sid, "", None, json!({"to": dm, "type": "text", "text": "second"})).await.json();
+    app.engine.disconnect(&sid);
+    let path = format!("{base}/{}", other["id"]);
+    call(Method::PATCH, path.clone(), Some(json!({"text": "later"}))).await.expect_error(501, "not_implemented");
+    let r = call(Method::PATCH, format!("{path}?async=true"), Some(json!({"text": "later"}))).await;
+    r.expect(202);
+    assert_eq!(r.json()["body"], "second", "not applied before WhatsApp took it");
+    app.engine.connect(&sid);
+    app.state.sender().wake();
+    eventually(10, "the queued edit is applied", || async {
+        app.get(&path).await.json()["body"] == "later"
+    })
+    .await;
+});
+
+dual!(async fn a_sent_attachment_can_be_downloaded_again(backend) {
+    use base64::Engine as _;
+    let app = TestApp::new(backend).await;
+    let sid = app.session().await;
+    app.engine.connect(&sid);
+    let pdf = b"%PDF-1.4 not really".to_vec();
+    let data = base64::engine::general_purpose::STANDARD.encode(&pdf);
+    let r = app.send(&sid, "", None, json!({"to": "6281234567890", "type": "document", "media": {"data": data, "mimetype": "application/pdf", "filename": "Rechnung März.pdf"}})).await;
+    r.expect(201);
+    let id = r.json()["id"].as_i64().unwrap();
+    let got = app.get(&format!("/api/v1/sessions/{sid}/messages/{id}/media")).await;
+    got.expect(200);
+    assert_eq!(got.body, pdf);
+    assert_eq!(got.headers["content-type"], "application/pdf");
+    let cd = got.headers["content-disposition"].to_str().unwrap().to_owned();
+    assert!(cd.contains("filename*=UTF-8''Rechnung%20M%C3%A4rz.pdf"), "{cd}");
+    // A text has no attachment; without a connected client the file cannot be fetched.
+    let text = app.send(&sid, "", None, json!({"to": "6281234567890", "type": "text", "text": "hi"})).await.json();
+    app.get(&format!("/api/v1/sessions/{sid}/messages/{}/media", text["id"])).await.expect_error(404, "not_found");
+    app.engine.disconnect(&sid);
+    app.get(&format!("/api/v1/sessions/{sid}/messages/{id}/media")).await.expect_error(501, "not_implemented");
+});
+
+/// A file server on loopback: `/ok.pdf` (a PDF), `/big` (over the cap), `/slow` (never ends),
+/// `/moved` (a redirect).
+async fn file_server() -> String {
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/files/ok.pdf",
+            get(|| async {
+                (
+                    [("content-type", "application/pdf")],
+                    b"%PDF-1.4 fetched".to_vec(),
+                )
+            }),
+        )
+        .route(
+            "/big",
+            get(|| async { ([("content-type", "image/png")], vec![0u8; 4096]) }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                let s = futures::stream::unfold(0u8, |n| async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+                    Some((Ok::<_, std::io::Error>(vec![n; 10]), n.wrapping_add(1)))
+                });
+                (
+                    [("content-type", "image/png")],
+                    axum::body::Body::from_stream(s),
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/moved",
+            get(|| async {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [("location", "/files/ok.pdf")],
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+dual!(async fn media_from_a_url_is_downloaded_within_limits(backend) {
+    let files = file_server().await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.media_url_allow_private = true;
+            c.media_url_max_bytes = 1024;
+            c.media_url_timeout_secs = 1;
+        })
+        .build(backend)
+        .await;
+    let sid = app.session().await;
+    let client = app.engine.connect(&sid);
+    let r = app.send(&sid, "", None, json!({"to": "6281234567890", "type": "document", "media": {"url": format!("{files}/files/ok.pdf")}})).await;
+    r.expect(201);
+    let m = r.json();
+    assert_eq!((m["media"]["mimetype"].as_str(), m["media"]["filename"].as_str(), m["media"]["size"].as_i64()), (Some("application/pdf"), Some("ok.pdf"), Some(16)), "{m}");
+    assert!(matches!(&client.sent.lock().unwrap().last().unwrap().content, OutgoingContent::Media { data, .. } if data == b"%PDF-1.4 fetched"));
+    // Too large, too slow, redirected, not http, both data and url: refused, nothing stored.
+    let before = app.rows_of("messages", &sid).await;
+    let bad = |url: String| json!({"to": "6281234567890", "type": "image", "media": {"url": url}});
+    app.send(&sid, "", None, bad(format!("{files}/big"))).await.expect_error(413, "payload_too_large");
+    app.send(&sid, "", None, bad(format!("{files}/slow"))).await.expect_error(422, "validation_error");
+    app.send(&sid, "", None, bad(format!("{files}/moved"))).await.expect_error(422, "validation_error");
+    app.send(&sid, "", None, bad("ftp://example.com/x.png".into())).await.expect_error(422, "validation_error");
+    app.send(&sid, "", None, json!({"to": "6281234567890", "type": "image", "media": {"url": format!("{files}/big"), "data": "AAAA", "mimetype": "image/png"}})).await.expect_error(422, "validation_error");
+    assert_eq!(app.rows_of("messages", &sid).await, before);
+});
+
+dual!(async fn media_urls_of_internal_addresses_are_refused_by_default(backend) {
+    let files = file_server().await;
+    let app = TestApp::new(backend).await;
+    let sid = app.session().await;
+    app.engine.connect(&sid);
+    for url in [format!("{files}/files/ok.pdf"), "http://[::1]:9/x.pdf".into(), "http://10.1.2.3/x.pdf".into(), "http://169.254.169.254/latest".into()] {
+        let e = app.send(&sid, "", None, json!({"to": "6281234567890", "type": "document", "media": {"url": url}})).await.expect_error(422, "validation_error");
+        assert!(e["error"]["message"].as_str().unwrap().contains("private") || e["error"]["details"].to_string().contains("private"), "{e}");
+    }
+});
+
+/// A multipart/form-data body: text fields, then optionally a file part.
+fn form(fields: &[(&str, &str)], file: Option<(&str, Option<&str>, &[u8])>) -> (String, Vec<u8>) {
+    let boundary = "wagate-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\ncontent-disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    if let Some((name, ctype, bytes)) = file {
+        body.extend_from_slice(format!("--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n").as_bytes());
+        if let Some(t) = ctype {
+            body.extend_from_slice(format!("content-type: {t}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+dual!(async fn media_as_multipart_form_data(backend) {
+    let app = TestApp::builder().body_limit(64 * 1024).build(backend).await;
+    let sid = app.session().await;
+    let client = app.engine.connect(&sid);
+    let post = |(ctype, body): (String, Vec<u8>)| {
+        let app = &app;
+        let sid = sid.clone();
+        async move {
+            app.raw(
+                Request::builder()
+                    .method(Method::POST)
+                    .uri(format!("/api/v1/sessions/{sid}/messages"))
+                    .header(header::AUTHORIZATION, format!("Bearer {}", app.admin_key))
+                    .header(header::CONTENT_TYPE, ctype)
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let photo: Vec<u8> = (0..20_000u32).map(|i| (i % 253) as u8).collect();
+    let r = post(form(&[("to", "6281234567890"), ("type", "image"), ("caption", "from a form")], Some(("cat.jpg", Some("image/jpeg"), &photo)))).await;
+    r.expect(201);
+    let m = r.json();
+    assert_eq!((m["type"].as_str(), m["body"].as_str(), m["media"]["mimetype"].as_str(), m["media"]["size"].as_i64()), (Some("image"), Some("from a form"), Some("image/jpeg"), Some(20_000)), "{m}");
+    assert!(matches!(&client.sent.lock().unwrap().last().unwrap().content, OutgoingContent::Media { data, caption: Some(c), .. } if *data == photo && c == "from a form"));
+    // A voice note, with the type given as a field.
+    let r = post(form(&[("to", "6281234567890"), ("type", "audio"), ("voice", "true"), ("mimetype", "audio/ogg; codecs=opus")], Some(("v.ogg", None, b"OggS....")))).await;
+    r.expect(201);
+    assert!(matches!(&client.sent.lock().unwrap().last().unwrap().content, OutgoingContent::Media { voice: true, mimetype, .. } if mimetype == "audio/ogg; codecs=opus"));
+    // Refused: no file, no type for it, a text type, an unknown field, too large.
+    let before = app.rows_of("messages", &sid).await;
+    post(form(&[("to", "6281234567890"), ("type", "image")], None)).await.expect_error(422, "validation_error");
+    post(form(&[("to", "6281234567890"), ("type", "document")], Some(("x", None, b"abc")))).await.expect_error(422, "validation_error");
+    post(form(&[("to", "6281234567890"), ("type", "text")], Some(("x.txt", Some("text/plain"), b"abc")))).await.expect_error(422, "validation_error");
+    post(form(&[("to", "6281234567890"), ("type", "image"), ("colour", "red")], Some(("x.png", Some("image/png"), b"abc")))).await.expect_error(422, "validation_error");
+    post(form(&[("to", "6281234567890"), ("type", "image")], Some(("x.png", Some("image/png"), &vec![7u8; 100_000])))).await.expect_error(413, "payload_too_large");
+    assert_eq!(app.rows_of("messages", &sid).await, before);
+});
+
+dual!(async fn votes_in_polls_are_checked_and_sent(backend) {
+    let app = TestApp::new(backend).await;
+    let sid = app.session().await;
+    let client = app.engine.connect(&sid);
+    // A vote names the poll's creator: this account, once paired.
+    app.store.set_session_account(&sid.parse().unwrap(), Some("6281100000000@s.whatsapp.net"), None, Some("6281100000000"), None).await.unwrap();
+    let poll = app.send(&sid, "", None, json!({"to": "6281234567890", "type": "poll", "poll": {"question": "Lunch?", "options": ["Rice", "Noodles", "Soup"], "selectableCount": 2}})).await.json();
+    let text = app.send(&sid, "", None, json!({"to": "6281234567890", "type": "text", "text": "hi"})).await.json();
+    let vote = |mid: String, body: Value| {
+        let app = &app;
+        let sid = sid.clone();
+        async move { app.call(Method::POST, &format!("/api/v1/sessions/{sid}/messages/{mid}/vote"), Some(&app.admin_key), Some(body)).await }
+    };
+    let pid = poll["id"].to_string();
+    let r = vote(pid.clone(), json!({"options": ["Soup", "Rice"]})).await;
+    r.expect(200);
+    assert_eq!(r.json()["waMessageId"], poll["waMessageId"]);
+    let sent = client.sent.lock().unwrap().last().cloned().unwrap();
+    let OutgoingContent::Poll { secret: Some(poll_secret), .. } = client.sent.lock().unwrap().iter().find(|m| m.id == poll["waMessageId"].as_str().unwrap()).unwrap().content.clone() else { panic!("the poll was sent with its secret") };
+    assert!(matches!(sent.content, OutgoingContent::Vote { ref options, ref secret, ref creator, .. } if *options == ["Soup", "Rice"] && *secret == poll_secret && creator == "6281100000000@s.whatsapp.net"));
+    // Withdrawing is an empty vote; wrong options, too many, twice the same, or not a poll: 422.
+    vote(pid.clone(), json!({"options": []})).await.expect(200);
+    vote(pid.clone(), json!({"options": ["Pizza"]})).await.expect_error(422, "validation_error");
+    vote(pid.clone(), json!({"options": ["Rice", "Noodles", "Soup"]})).await.expect_error(422, "validation_error");
+    vote(pid.clone(), json!({"options": ["Rice", "Rice"]})).await.expect_error(422, "validation_error");
+    vote(text["id"].to_string(), json!({"options": ["Rice"]})).await.expect_error(422, "validation_error");
+});

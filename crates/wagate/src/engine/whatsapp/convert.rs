@@ -5,7 +5,7 @@ use whatsapp_rust::wacore::proto_helpers::MessageExt;
 use whatsapp_rust::waproto::whatsapp as wa;
 
 use crate::domain::Jid;
-use crate::store::ingest::{MediaInfo, NewMessage};
+use crate::store::ingest::{ChangeKind, MediaInfo, MessageChange, NewMessage};
 use crate::store::MessageStatus;
 
 /// A JID of the engine as the gateway's type: device and agent dropped; `None` for addresses
@@ -14,15 +14,71 @@ pub fn jid(j: &impl std::fmt::Display) -> Option<Jid> {
     Jid::parse_user(&j.to_string()).ok()
 }
 
+/// Where an attachment lives and how to check and decrypt it: direct path, media key, SHA-256
+/// of the file and of the encrypted file, length.
+type Parts<'a> = (
+    &'a Option<String>,
+    &'a Option<Vec<u8>>,
+    &'a Option<Vec<u8>>,
+    &'a Option<Vec<u8>>,
+    Option<u64>,
+);
+
+/// The fields every WhatsApp attachment message carries.
+trait Attachment {
+    fn parts(&self) -> Parts<'_>;
+}
+
+macro_rules! attachment {
+    ($($t:ty),*) => {$(
+        impl Attachment for $t {
+            fn parts(&self) -> Parts<'_> {
+                (
+                    &self.direct_path,
+                    &self.media_key,
+                    &self.file_sha256,
+                    &self.file_enc_sha256,
+                    self.file_length,
+                )
+            }
+        }
+    )*};
+}
+
+attachment!(
+    wa::message::ImageMessage,
+    wa::message::VideoMessage,
+    wa::message::AudioMessage,
+    wa::message::DocumentMessage,
+    wa::message::StickerMessage
+);
+
 fn media(
+    kind: &str,
+    x: &impl Attachment,
     mimetype: &Option<String>,
-    size: Option<u64>,
     filename: Option<String>,
 ) -> Option<MediaInfo> {
+    let (path, key, sha, enc, len) = x.parts();
+    let reference = match (path, key, sha, enc) {
+        (Some(p), Some(k), Some(s), Some(e)) => Some(
+            crate::engine::MediaRef {
+                kind: kind.to_owned(),
+                direct_path: p.clone(),
+                media_key: k.clone(),
+                file_sha256: s.clone(),
+                file_enc_sha256: e.clone(),
+                file_length: len.unwrap_or_default(),
+            }
+            .to_json(),
+        ),
+        _ => None,
+    };
     Some(MediaInfo {
         mimetype: mimetype.clone(),
-        size: size.map(|s| s as i64),
+        size: len.map(|s| s as i64),
         filename,
+        reference,
     })
 }
 
@@ -69,7 +125,7 @@ pub fn content(m: &wa::Message) -> Content {
         return Content {
             kind: "image",
             body: x.caption.clone(),
-            media: media(&x.mimetype, x.file_length, None),
+            media: media("image", x, &x.mimetype, None),
             quoted,
             mentions,
         };
@@ -79,7 +135,7 @@ pub fn content(m: &wa::Message) -> Content {
         return Content {
             kind: "video",
             body: x.caption.clone(),
-            media: media(&x.mimetype, x.file_length, None),
+            media: media("video", x, &x.mimetype, None),
             quoted,
             mentions,
         };
@@ -89,7 +145,7 @@ pub fn content(m: &wa::Message) -> Content {
         return Content {
             kind: "audio",
             body: None,
-            media: media(&x.mimetype, x.file_length, None),
+            media: media("audio", x, &x.mimetype, None),
             quoted,
             mentions,
         };
@@ -100,8 +156,9 @@ pub fn content(m: &wa::Message) -> Content {
             kind: "document",
             body: x.caption.clone(),
             media: media(
+                "document",
+                x,
                 &x.mimetype,
-                x.file_length,
                 x.file_name.clone().or_else(|| x.title.clone()),
             ),
             quoted,
@@ -113,7 +170,7 @@ pub fn content(m: &wa::Message) -> Content {
         return Content {
             kind: "sticker",
             body: None,
-            media: media(&x.mimetype, x.file_length, None),
+            media: media("sticker", x, &x.mimetype, None),
             quoted,
             mentions,
         };
@@ -174,6 +231,31 @@ pub fn content(m: &wa::Message) -> Content {
     plain("unknown", None)
 }
 
+/// A poll's options, choice count and secret, for voting in it later.
+fn poll_info(m: &wa::Message) -> Option<String> {
+    let base = m.get_base_message();
+    let p = base
+        .poll_creation_message_v3
+        .as_option()
+        .or(base.poll_creation_message_v2.as_option())
+        .or(base.poll_creation_message.as_option())?;
+    let secret = [m, base]
+        .iter()
+        .find_map(|x| x.message_context_info.as_option()?.message_secret.clone())?;
+    Some(
+        crate::engine::PollInfo {
+            options: p
+                .options
+                .iter()
+                .filter_map(|o| o.option_name.clone())
+                .collect(),
+            selectable_count: p.selectable_options_count.unwrap_or(0),
+            secret: hex::encode(secret),
+        }
+        .to_json(),
+    )
+}
+
 /// The row to store for an inbound (or own-device) message; `None` for what the stored copy
 /// does not keep (protocol messages such as key shares, or chats it does not model).
 pub fn new_message(m: &InboundMessage) -> Option<NewMessage> {
@@ -223,6 +305,37 @@ pub fn new_message(m: &InboundMessage) -> Option<NewMessage> {
             MessageStatus::Delivered
         },
         timestamp: info.timestamp.timestamp_millis(),
+        poll: poll_info(&m.message),
+    })
+}
+
+/// An edit or revoke carried by a protocol message; `None` for every other message.
+pub fn change(m: &InboundMessage) -> Option<MessageChange> {
+    let p = m.message.get_base_message().protocol_message.as_option()?;
+    let target = p.key.as_option()?.id.clone()?;
+    let kind = match p.r#type {
+        Some(wa::message::protocol_message::Type::REVOKE) => ChangeKind::Revoke,
+        Some(wa::message::protocol_message::Type::MESSAGE_EDIT) => {
+            let edited = p.edited_message.as_option()?;
+            ChangeKind::Edit {
+                body: content(edited).body,
+            }
+        }
+        _ => return None,
+    };
+    let src = &m.info.source;
+    let chat = jid(&src.chat)?;
+    let chat_alt = if src.is_group || src.is_from_me {
+        None
+    } else {
+        src.sender_alt.as_ref().and_then(jid)
+    };
+    Some(MessageChange {
+        chat,
+        chat_alt,
+        target,
+        from_me: src.is_from_me,
+        kind,
     })
 }
 
@@ -319,6 +432,7 @@ pub fn history(h: &wa::HistorySync) -> crate::store::ingest::HistoryBatch {
                     MessageStatus::Delivered
                 },
                 timestamp: w.message_timestamp.map(ms).unwrap_or_default(),
+                poll: None,
             });
         }
     }

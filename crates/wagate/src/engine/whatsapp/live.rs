@@ -9,12 +9,48 @@ use whatsapp_rust::Client;
 
 use super::convert;
 use crate::domain::{Jid, Phone};
-use crate::engine::send::{MediaKind, OutgoingContent, OutgoingMessage, SendError, SentAck};
+use crate::engine::send::{
+    MediaKind, MessageKey, OutgoingContent, OutgoingMessage, SendError, SentAck,
+};
 use crate::engine::{
-    About, ChatPresence, ChatSettingChange, EngineError, LiveClient, OnWhatsApp, ProfilePicture,
+    About, ChatPresence, ChatSettingChange, EngineError, LiveClient, MediaRef, OnWhatsApp,
+    ProfilePicture,
 };
 
 pub struct WaLive(pub Arc<Client>);
+
+/// What the engine needs to fetch an attachment.
+fn params(media: &MediaRef) -> whatsapp_rust::download::DownloadParams {
+    use whatsapp_rust::download::{DownloadParams, MediaType};
+    let media_type = match media.kind.as_str() {
+        "image" => MediaType::Image,
+        "video" => MediaType::Video,
+        "audio" => MediaType::Audio,
+        "sticker" => MediaType::Sticker,
+        _ => MediaType::Document,
+    };
+    DownloadParams::encrypted(
+        media.direct_path.clone(),
+        &media.media_key,
+        &media.file_sha256,
+        &media.file_enc_sha256,
+        media.file_length,
+        media_type,
+    )
+}
+
+/// Where an attachment is on WhatsApp's media servers: just uploaded, or (a forward) already
+/// there.
+struct Uploaded {
+    url: String,
+    direct_path: String,
+    media_key: Vec<u8>,
+    file_enc_sha256: Vec<u8>,
+    file_sha256: Vec<u8>,
+    file_length: u64,
+    media_key_timestamp: i64,
+    streaming_sidecar: Option<Vec<u8>>,
+}
 
 fn wa_jid(j: &Jid) -> Result<whatsapp_rust::Jid, EngineError> {
     j.to_string()
@@ -42,9 +78,20 @@ fn context(reply_to: &Option<String>, mentions: &[String]) -> Option<wa::Context
 }
 
 impl WaLive {
-    async fn build(&self, content: &OutgoingContent) -> Result<wa::Message, SendError> {
+    async fn build(
+        &self,
+        to: &whatsapp_rust::Jid,
+        content: &OutgoingContent,
+    ) -> Result<(wa::Message, Option<MediaRef>), SendError> {
         use buffa::MessageField;
-        Ok(match content {
+        let mut uploaded: Option<MediaRef> = None;
+        let key = |k: &MessageKey| wa::MessageKey {
+            remote_jid: Some(to.to_string()),
+            from_me: Some(k.from_me),
+            id: Some(k.id.clone()),
+            participant: k.participant.clone().filter(|_| !k.from_me),
+        };
+        let message = match content {
             OutgoingContent::Text {
                 body,
                 reply_to,
@@ -90,11 +137,127 @@ impl WaLive {
                 }),
                 ..Default::default()
             },
-            OutgoingContent::Poll { .. } => {
+            OutgoingContent::Poll {
+                question,
+                options,
+                selectable_count,
+                secret,
+            } => {
+                let secret = secret
+                    .as_deref()
+                    .and_then(|h| hex::decode(h).ok())
+                    .filter(|b| b.len() == 32)
+                    .ok_or_else(|| SendError::Refused("the poll has no usable secret".into()))?;
+                let poll = wa::message::PollCreationMessage {
+                    name: Some(question.clone()),
+                    options: options
+                        .iter()
+                        .map(|o| wa::message::poll_creation_message::Option {
+                            option_name: Some(o.clone()),
+                            option_hash: None,
+                        })
+                        .collect(),
+                    selectable_options_count: Some(*selectable_count),
+                    ..Default::default()
+                };
+                // WhatsApp Web: v3 for single choice, v1 for multiple choice.
+                let mut m = if *selectable_count == 1 {
+                    wa::Message {
+                        poll_creation_message_v3: MessageField::some(poll),
+                        ..Default::default()
+                    }
+                } else {
+                    wa::Message {
+                        poll_creation_message: MessageField::some(poll),
+                        ..Default::default()
+                    }
+                };
+                m.message_context_info = MessageField::some(wa::MessageContextInfo {
+                    message_secret: Some(secret),
+                    ..Default::default()
+                });
+                m
+            }
+            OutgoingContent::Reaction { target, emoji } => wa::Message {
+                reaction_message: MessageField::some(wa::message::ReactionMessage {
+                    key: MessageField::some(key(target)),
+                    text: Some(emoji.clone()),
+                    sender_timestamp_ms: Some(crate::domain::now_ms()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            OutgoingContent::Forward { content } => {
+                let (mut m, forwarded_media) = Box::pin(self.build(to, content)).await?;
+                uploaded = forwarded_media;
+                let forwarded = wa::ContextInfo {
+                    is_forwarded: Some(true),
+                    forwarding_score: Some(1),
+                    ..Default::default()
+                };
+                if let Some(text) = m.conversation.take() {
+                    m.extended_text_message =
+                        MessageField::some(wa::message::ExtendedTextMessage {
+                            text: Some(text),
+                            ..Default::default()
+                        });
+                }
+                if let Some(x) = m.extended_text_message.as_option_mut() {
+                    x.context_info = MessageField::some(forwarded);
+                } else if let Some(x) = m.location_message.as_option_mut() {
+                    x.context_info = MessageField::some(forwarded);
+                } else if let Some(x) = m.contact_message.as_option_mut() {
+                    x.context_info = MessageField::some(forwarded);
+                } else if let Some(x) = m.image_message.as_option_mut() {
+                    x.context_info = MessageField::some(forwarded);
+                } else if let Some(x) = m.video_message.as_option_mut() {
+                    x.context_info = MessageField::some(forwarded);
+                } else if let Some(x) = m.audio_message.as_option_mut() {
+                    x.context_info = MessageField::some(forwarded);
+                } else if let Some(x) = m.document_message.as_option_mut() {
+                    x.context_info = MessageField::some(forwarded);
+                } else if let Some(x) = m.sticker_message.as_option_mut() {
+                    x.context_info = MessageField::some(forwarded);
+                }
+                m
+            }
+            OutgoingContent::Edit { target, text } => {
+                // In a group the key names this account as the author.
+                let participant = if to.server == "g.us" {
+                    self.0.pn().map(|j| j.to_non_ad().to_string())
+                } else {
+                    None
+                };
+                wa::Message {
+                    protocol_message: MessageField::some(wa::message::ProtocolMessage {
+                        key: MessageField::some(wa::MessageKey {
+                            participant,
+                            ..key(target)
+                        }),
+                        r#type: Some(wa::message::protocol_message::Type::MESSAGE_EDIT),
+                        edited_message: MessageField::some(wa::Message {
+                            conversation: Some(text.clone()),
+                            ..Default::default()
+                        }),
+                        timestamp_ms: Some(crate::domain::now_ms()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+            }
+            OutgoingContent::Vote { .. } => {
                 return Err(SendError::Refused(
-                    "sending polls is not supported by this gateway version yet".into(),
+                    "a vote is sent through the poll API".into(),
                 ))
             }
+            OutgoingContent::Revoke { target } => wa::Message {
+                protocol_message: MessageField::some(wa::message::ProtocolMessage {
+                    key: MessageField::some(key(target)),
+                    r#type: Some(wa::message::protocol_message::Type::REVOKE),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
             OutgoingContent::Media {
                 kind,
                 data,
@@ -102,6 +265,7 @@ impl WaLive {
                 filename,
                 caption,
                 voice,
+                reference,
             } => {
                 use whatsapp_rust::download::MediaType;
                 let media_type = match kind {
@@ -111,18 +275,54 @@ impl WaLive {
                     MediaKind::Document => MediaType::Document,
                     MediaKind::Sticker => MediaType::Sticker,
                 };
-                let up = self
-                    .0
-                    .upload(data.clone(), media_type, Default::default())
-                    .await
-                    .map_err(|e| SendError::Retry(format!("media upload failed: {e}")))?;
-                let (url, path) = (Some(up.url.clone()), Some(up.direct_path.clone()));
+                let up = match reference {
+                    // Forwarded: the file is on WhatsApp's servers already.
+                    Some(r) => Uploaded {
+                        url: String::new(),
+                        direct_path: r.direct_path.clone(),
+                        media_key: r.media_key.clone(),
+                        file_enc_sha256: r.file_enc_sha256.clone(),
+                        file_sha256: r.file_sha256.clone(),
+                        file_length: r.file_length,
+                        media_key_timestamp: crate::domain::now_ms() / 1000,
+                        streaming_sidecar: None,
+                    },
+                    None => {
+                        let up = self
+                            .0
+                            .upload(data.clone(), media_type, Default::default())
+                            .await
+                            .map_err(|e| SendError::Retry(format!("media upload failed: {e}")))?;
+                        Uploaded {
+                            url: up.url,
+                            direct_path: up.direct_path,
+                            media_key: up.media_key.to_vec(),
+                            file_enc_sha256: up.file_enc_sha256.to_vec(),
+                            file_sha256: up.file_sha256.to_vec(),
+                            file_length: up.file_length,
+                            media_key_timestamp: up.media_key_timestamp,
+                            streaming_sidecar: up.streaming_sidecar,
+                        }
+                    }
+                };
+                let (url, path) = (
+                    Some(up.url.clone()).filter(|u| !u.is_empty()),
+                    Some(up.direct_path.clone()),
+                );
                 let (key, enc, sha) = (
                     Some(up.media_key.to_vec()),
                     Some(up.file_enc_sha256.to_vec()),
                     Some(up.file_sha256.to_vec()),
                 );
                 let len = Some(up.file_length);
+                uploaded = Some(MediaRef {
+                    kind: kind.as_str().to_owned(),
+                    direct_path: up.direct_path.clone(),
+                    media_key: up.media_key.to_vec(),
+                    file_sha256: up.file_sha256.to_vec(),
+                    file_enc_sha256: up.file_enc_sha256.to_vec(),
+                    file_length: up.file_length,
+                });
                 let ts = Some(up.media_key_timestamp);
                 let mime = Some(mimetype.clone());
                 match kind {
@@ -206,7 +406,8 @@ impl WaLive {
                     },
                 }
             }
-        })
+        };
+        Ok((message, uploaded))
     }
 }
 
@@ -309,6 +510,30 @@ impl LiveClient for WaLive {
         .map_err(upstream)
     }
 
+    async fn download_media_to(
+        &self,
+        media: &MediaRef,
+        file: std::fs::File,
+    ) -> Result<std::fs::File, EngineError> {
+        if !self.0.is_connected() {
+            return Err(EngineError::NotConnected);
+        }
+        self.0
+            .download_from_params_to_writer(&params(media), file)
+            .await
+            .map_err(upstream)
+    }
+
+    async fn download_media(&self, media: &MediaRef) -> Result<Vec<u8>, EngineError> {
+        if !self.0.is_connected() {
+            return Err(EngineError::NotConnected);
+        }
+        self.0
+            .download_from_params(&params(media))
+            .await
+            .map_err(upstream)
+    }
+
     async fn send_message(&self, msg: &OutgoingMessage) -> Result<SentAck, SendError> {
         if !self.0.is_connected() {
             return Err(SendError::NotConnected);
@@ -318,11 +543,40 @@ impl LiveClient for WaLive {
             .to_string()
             .parse()
             .map_err(|e| SendError::Refused(format!("unusable recipient {}: {e:?}", msg.to)))?;
-        let message = self.build(&msg.content).await?;
+        if let OutgoingContent::Vote {
+            target,
+            creator,
+            secret,
+            options,
+        } = &msg.content
+        {
+            let creator: whatsapp_rust::Jid = creator.parse().map_err(|e| {
+                SendError::Refused(format!("unusable poll creator {creator}: {e:?}"))
+            })?;
+            let secret = hex::decode(secret)
+                .map_err(|_| SendError::Refused("the poll's secret is unusable".into()))?;
+            return match self
+                .0
+                .polls()
+                .vote(to, &target.id, &creator, &secret, options)
+                .await
+            {
+                Ok(_) => Ok(SentAck {
+                    timestamp: crate::domain::now_ms(),
+                    media: None,
+                }),
+                Err(e) if !self.0.is_connected() => Err(SendError::Retry(format!(
+                    "connection lost while voting: {e}"
+                ))),
+                Err(e) => Err(SendError::Retry(e.to_string())),
+            };
+        }
+        let (message, media) = self.build(&to, &msg.content).await?;
         let options = SendOptions::default().with_message_id(msg.id.clone());
         match self.0.send_message_with_options(to, message, options).await {
             Ok(_) => Ok(SentAck {
                 timestamp: crate::domain::now_ms(),
+                media,
             }),
             Err(e) if !self.0.is_connected() => Err(SendError::Retry(format!(
                 "connection lost while sending: {e}"

@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 use whatsapp_rust::bot::{Bot, BotHandle};
+use whatsapp_rust::transport::{Transport, TransportEvent, TransportFactory};
 use whatsapp_rust::types::durability_hook::InboundDurabilityHook;
 use whatsapp_rust::types::events::{Event, EventHandler, InboundMessage};
 use whatsapp_rust::Client;
@@ -31,6 +32,10 @@ use crate::store::{MessageStatus, SessionRecord, SessionStatus, Store};
 
 /// The web client version announced to WhatsApp (fixed, so no HTTP fetch precedes a connect).
 const WA_VERSION: (u32, u32, u32) = (2, 3000, 1_027_000_000);
+/// How long the session's settings (`autoRead`, `downloadMedia`) read for incoming messages
+/// are used before they are read again. A PATCH on this node clears them at once; one made
+/// through another node takes effect within this time.
+const SETTINGS_TTL: Duration = Duration::from_secs(2);
 /// Pre-keys a device keeps uploaded (the engine's default is 812; they live in the database).
 const PRE_KEYS: usize = 100;
 
@@ -40,6 +45,9 @@ pub struct WaConfig {
     pub url: String,
     pub max_connect_failures: u32,
     pub resume_concurrency: usize,
+    /// The on-disk media store.
+    pub media_dir: std::path::PathBuf,
+    pub media_store_max_bytes: u64,
 }
 
 struct Running {
@@ -50,6 +58,9 @@ struct Running {
     ending: AtomicBool,
     /// Groups whose members were fetched in this run.
     groups: Mutex<std::collections::HashSet<String>>,
+    /// The session's settings as last read, and when (live messages come one per batch: this
+    /// spares a read per message).
+    settings: Mutex<Option<(std::time::Instant, SessionRecord)>>,
 }
 
 struct Inner {
@@ -203,14 +214,7 @@ impl WaEngine {
                     super::settings_sync::push_pending(&store, &sid, client).await;
                 });
             }
-            Event::Disconnected(_) if !run.ending.load(Ordering::SeqCst) => {
-                self.set_status(
-                    &sid,
-                    SessionStatus::Starting,
-                    Some("connection lost; reconnecting"),
-                )
-                .await;
-            }
+            Event::Disconnected(_) => self.on_closed(sid, run).await,
             Event::LoggedOut(l) => {
                 let reason = format!("WhatsApp unlinked this device ({:?})", l.reason);
                 self.end(&sid);
@@ -265,6 +269,7 @@ impl WaEngine {
                         self.learn_group(&s, run, &m.info.source.chat);
                     }
                 }
+                self.after_commit(&sid, run, &batch.messages).await;
             }
             Event::Receipt(r) => {
                 let status = match r.r#type {
@@ -351,6 +356,176 @@ impl WaEngine {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A connection of a linked session ended without the gateway ending it: reconnecting.
+    async fn on_closed(&self, sid: SessionId, run: &Arc<Running>) {
+        // Not while pairing (the device has no account yet), nor when the gateway ends it.
+        if run.ending.load(Ordering::SeqCst) || run.client.pn().is_none() {
+            return;
+        }
+        self.set_status(
+            &sid,
+            SessionStatus::Starting,
+            Some("connection lost; reconnecting"),
+        )
+        .await;
+    }
+
+    /// What a committed batch asks for by the session's settings: read receipts (`autoRead`)
+    /// and copies of attachments (`downloadMedia`).
+    async fn after_commit(&self, sid: &SessionId, run: &Arc<Running>, batch: &[InboundMessage]) {
+        if batch.is_empty() {
+            return;
+        }
+        let cached = run
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < SETTINGS_TTL)
+            .map(|(_, s)| s.clone());
+        let session = match cached {
+            Some(s) => s,
+            None => {
+                let Ok(Some(s)) = self.0.store.get_session_any_org(sid).await else {
+                    return;
+                };
+                *run.settings.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((std::time::Instant::now(), s.clone()));
+                s
+            }
+        };
+        if !session.download_media && !session.auto_read {
+            return;
+        }
+        // The durability hook converted these already; only sessions that ask pay again.
+        let rows: Vec<_> = batch
+            .iter()
+            .filter_map(|m| convert::new_message(m).map(|n| (m, n)))
+            .collect();
+        if session.download_media {
+            for (_, n) in &rows {
+                if n.media.as_ref().is_some_and(|m| m.reference.is_some()) {
+                    self.keep_media(sid, run, n);
+                }
+            }
+        }
+        if session.auto_read {
+            let incoming: Vec<&InboundMessage> = rows
+                .iter()
+                .filter(|(m, _)| !m.info.source.is_from_me)
+                .map(|(m, _)| *m)
+                .collect();
+            self.auto_read(sid, run, &incoming).await;
+        }
+    }
+
+    /// Downloads an attachment into the media store (`<media_dir>/<session>/<message id>`,
+    /// written to a temporary name and renamed) and records it with the message.
+    fn keep_media(&self, sid: &SessionId, run: &Arc<Running>, n: &crate::store::NewMessage) {
+        let Some(media) = n
+            .media
+            .as_ref()
+            .and_then(|m| m.reference.as_deref())
+            .and_then(crate::engine::MediaRef::from_json)
+        else {
+            return;
+        };
+        let s = sid.to_string();
+        if media.file_length > self.0.cfg.media_store_max_bytes {
+            tracing::info!(
+                session = s,
+                size = media.file_length,
+                "attachment over media_store_max_bytes: not kept"
+            );
+            return;
+        }
+        let (store, dir, client) = (
+            self.0.store.clone(),
+            self.0.cfg.media_dir.clone(),
+            run.client.clone(),
+        );
+        let (chat, wa_id) = (n.chat.clone(), n.wa_message_id.clone());
+        tokio::spawn(async move {
+            let Ok(Some(row)) = store.get_message(&s, &chat, &wa_id).await else {
+                return;
+            };
+            let bytes = match live::WaLive(client).download_media(&media).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(session = s, message = row.id, error = %e, "attachment not kept");
+                    return;
+                }
+            };
+            let rel = format!("{s}/{}", row.id);
+            let path = dir.join(&rel);
+            let tmp = dir.join(format!("{rel}.part"));
+            let written = async {
+                tokio::fs::create_dir_all(dir.join(&s)).await?;
+                tokio::fs::write(&tmp, &bytes).await?;
+                tokio::fs::rename(&tmp, &path).await
+            }
+            .await;
+            match written {
+                Ok(()) => {
+                    if let Err(e) = store.set_media_file(&s, row.id, &rel).await {
+                        tracing::warn!(session = s, error = %format!("{e:#}"), "media file not recorded");
+                    }
+                }
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    tracing::warn!(session = s, error = %e, "media file not written");
+                }
+            }
+        });
+    }
+
+    /// Sends read receipts for incoming messages of a committed batch (per chat and, in groups,
+    /// per author) and zeroes the chats' unread counters, as a phone that shows them would.
+    async fn auto_read(&self, sid: &SessionId, run: &Arc<Running>, incoming: &[&InboundMessage]) {
+        if incoming.is_empty() {
+            return;
+        }
+        let store = &self.0.store;
+        let s = sid.to_string();
+        // (chat, author in a group) → message ids, in arrival order.
+        type ReadKey = (String, Option<String>);
+        let mut groups: Vec<(ReadKey, Vec<String>)> = Vec::new();
+        for m in incoming {
+            let src = &m.info.source;
+            let key = (
+                src.chat.to_string(),
+                src.is_group.then(|| src.sender.to_string()),
+            );
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, ids)) => ids.push(m.info.id.to_string()),
+                None => groups.push((key, vec![m.info.id.to_string()])),
+            }
+        }
+        for ((chat, sender), ids) in groups {
+            let (Ok(chat_jid), sender_jid) = (
+                chat.parse::<whatsapp_rust::Jid>(),
+                sender.and_then(|x| x.parse::<whatsapp_rust::Jid>().ok()),
+            ) else {
+                continue;
+            };
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            match run
+                .client
+                .mark_as_read(&chat_jid, sender_jid.as_ref(), &refs)
+                .await
+            {
+                Ok(()) => {
+                    if let Some(j) = convert::jid(&chat_jid) {
+                        let _ = store.mark_chat_read(&s, &j).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(session = s, error = %e, "autoRead: read receipts not sent")
+                }
+            }
         }
     }
 
@@ -493,11 +668,9 @@ async fn process_history(store: &Store, s: &str) {
 
 async fn record_batch(store: &Store, s: &str, batch: &[InboundMessage]) -> anyhow::Result<()> {
     let msgs: Vec<_> = batch.iter().filter_map(convert::new_message).collect();
-    if msgs.is_empty() {
-        return Ok(());
-    }
+    let changes: Vec<_> = batch.iter().filter_map(convert::change).collect();
     store
-        .record_messages(s, &msgs, RecordOptions::default())
+        .record_inbound(s, &msgs, &changes, RecordOptions::default())
         .await?;
     Ok(())
 }
@@ -519,12 +692,61 @@ impl InboundDurabilityHook for Durable {
     }
 }
 
+/// What the session's task hears: the engine's events, and the gateway's own notice that a
+/// connection was closed (the engine reconnects after a 515 or a dead socket without raising an
+/// event, so the transport tells).
+enum Signal {
+    Event(Arc<Event>),
+    ConnectionClosed,
+}
+
 /// Hands the engine's events, in order and without dropping any, to the session's task.
-struct Forward(mpsc::UnboundedSender<Arc<Event>>);
+struct Forward(mpsc::UnboundedSender<Signal>);
 
 impl EventHandler for Forward {
     fn handle_event(&self, event: Arc<Event>) {
-        let _ = self.0.send(event);
+        let _ = self.0.send(Signal::Event(event));
+    }
+}
+
+/// The WebSocket transport, with its closing reported to the session's task.
+struct Watched {
+    inner: Arc<dyn Transport>,
+    tx: mpsc::UnboundedSender<Signal>,
+}
+
+#[async_trait]
+impl Transport for Watched {
+    async fn send(&self, data: bytes::Bytes) -> anyhow::Result<()> {
+        self.inner.send(data).await
+    }
+
+    async fn disconnect(&self) {
+        let _ = self.tx.send(Signal::ConnectionClosed);
+        self.inner.disconnect().await
+    }
+
+    fn resource_report(&self) -> Option<whatsapp_rust::wacore::stats::TransportResourceReport> {
+        self.inner.resource_report()
+    }
+}
+
+struct WatchedFactory {
+    inner: TokioWebSocketTransportFactory,
+    tx: mpsc::UnboundedSender<Signal>,
+}
+
+#[async_trait]
+impl TransportFactory for WatchedFactory {
+    async fn create_transport(
+        &self,
+    ) -> anyhow::Result<(Arc<dyn Transport>, async_channel::Receiver<TransportEvent>)> {
+        let (t, events) = self.inner.create_transport().await?;
+        let watched: Arc<dyn Transport> = Arc::new(Watched {
+            inner: t,
+            tx: self.tx.clone(),
+        });
+        Ok((watched, events))
     }
 }
 
@@ -559,7 +781,10 @@ impl Engine for WaEngine {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let bot = Bot::builder()
             .with_backend_arc(backend)
-            .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(&self.0.cfg.url))
+            .with_transport_factory(WatchedFactory {
+                inner: TokioWebSocketTransportFactory::new().with_url(&self.0.cfg.url),
+                tx: tx.clone(),
+            })
             .with_http_client(Http(UreqHttpClient::new()))
             .with_runtime(whatsapp_rust::TokioRuntime)
             .with_version(WA_VERSION)
@@ -581,6 +806,7 @@ impl Engine for WaEngine {
             qr: Mutex::new(None),
             ending: AtomicBool::new(false),
             groups: Mutex::default(),
+            settings: Mutex::default(),
         });
         {
             let mut map = self.0.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -595,8 +821,11 @@ impl Engine for WaEngine {
         let this = self.clone();
         let events_run = run.clone();
         tokio::spawn(async move {
-            while let Some(e) = rx.recv().await {
-                this.on_event(sid, &events_run, &e).await;
+            while let Some(signal) = rx.recv().await {
+                match signal {
+                    Signal::Event(e) => this.on_event(sid, &events_run, &e).await,
+                    Signal::ConnectionClosed => this.on_closed(sid, &events_run).await,
+                }
             }
         });
         tokio::spawn(self.clone().watchdog(sid, run));
@@ -663,6 +892,12 @@ impl Engine for WaEngine {
         })?;
         let _ = self.0.store.record_pairing_code(sid, &code).await;
         Ok(code)
+    }
+
+    fn settings_changed(&self, sid: &SessionId) {
+        if let Some(r) = self.running(sid) {
+            *r.settings.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
     }
 
     fn client(&self, sid: &SessionId) -> Option<Arc<dyn LiveClient>> {

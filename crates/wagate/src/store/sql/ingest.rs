@@ -8,7 +8,7 @@ use super::{Conn, Pool, Tx};
 use crate::domain::Jid;
 use crate::http::models::{Chat, Contact};
 use crate::store::ingest::{
-    ChatSettings, GroupInfo, GroupMember, HistoryBatch, HistoryCounts, NewMessage,
+    ChatSettings, GroupInfo, GroupMember, HistoryBatch, HistoryCounts, MessageChange, NewMessage,
     ParticipantChange, PersonNames, Receipt, RecordOptions, Recorded,
 };
 use crate::store::outbox::{kind, Outbox, Touched};
@@ -56,6 +56,7 @@ pub async fn messages(
     pool: &Pool,
     s: &str,
     msgs: &[NewMessage],
+    changes: &[MessageChange],
     opts: RecordOptions,
 ) -> sqlx::Result<Vec<Recorded>> {
     retrying!(
@@ -65,6 +66,9 @@ pub async fn messages(
             };
             let mut t = Touched::default();
             let r = super::messages::record(&mut tx, s, msgs, opts, &mut t, &mut out).await?;
+            for c in changes {
+                super::messages::change(&mut tx, s, c, &mut out).await?;
+            }
             close(tx, s, t, out).await?;
             Ok(r)
         }
@@ -379,7 +383,7 @@ pub async fn history(pool: &Pool, s: &str, b: &HistoryBatch) -> sqlx::Result<His
 pub async fn enqueue_send(
     pool: &Pool,
     job: &crate::store::outgoing::OutgoingRecord,
-    msg: &NewMessage,
+    msg: Option<&NewMessage>,
 ) -> sqlx::Result<Option<crate::store::outgoing::Enqueued>> {
     use crate::store::outgoing::Enqueued;
     let s = job.session_id.as_str();
@@ -402,17 +406,19 @@ pub async fn enqueue_send(
                 count_unread: false,
                 emit_events: true,
             };
-            let recorded = super::messages::record(
-                &mut tx,
-                s,
-                std::slice::from_ref(msg),
-                opts,
-                &mut t,
-                &mut out,
-            )
-            .await?;
             let mut job = job.clone();
-            job.message_id = recorded.first().map(|r| r.id).unwrap_or_default();
+            if let Some(msg) = msg {
+                let recorded = super::messages::record(
+                    &mut tx,
+                    s,
+                    std::slice::from_ref(msg),
+                    opts,
+                    &mut t,
+                    &mut out,
+                )
+                .await?;
+                job.message_id = recorded.first().map(|r| r.id).unwrap_or_default();
+            }
             super::outgoing::insert(&mut tx, &job).await?;
             close(tx, s, t, out).await?;
             Ok(Some(Enqueued { job, created: true }))

@@ -6,7 +6,7 @@ use crate::http::models::Session;
 use crate::store::outbox::{kind, Outbox};
 use crate::store::records::{NewSession, SessionPatch, SessionRecord, SessionStatus};
 
-const COLS: &str = "id, org_id, label, status, status_reason, phone_number, wa_jid, wa_lid, push_name, auto_read, presence_typing, rate_per_min, rate_per_hour, last_connected_at, created_at, updated_at";
+const COLS: &str = "id, org_id, label, status, status_reason, phone_number, wa_jid, wa_lid, push_name, auto_read, presence_typing, rate_per_min, rate_per_hour, download_media, last_connected_at, created_at, updated_at";
 
 /// The organization owning a session, or `None` when it no longer exists.
 pub async fn org_of(conn: &mut Conn, session: &str) -> sqlx::Result<Option<String>> {
@@ -20,8 +20,8 @@ pub async fn create(pool: &Pool, id: &str, new: &NewSession) -> sqlx::Result<Ses
     let now = now_ms();
     let mut tx = super::begin(pool).await?;
     let row = sqlx::query_as::<_, SessionRecord>(&format!(
-        "INSERT INTO sessions (id, org_id, label, status, auto_read, presence_typing, rate_per_min, rate_per_hour, created_at, updated_at)
-         VALUES ($1, $2, $3, 'stopped', $4, $5, $6, $7, $8, $8) RETURNING {COLS}"
+        "INSERT INTO sessions (id, org_id, label, status, auto_read, presence_typing, rate_per_min, rate_per_hour, created_at, updated_at, download_media)
+         VALUES ($1, $2, $3, 'stopped', $4, $5, $6, $7, $8, $8, $9) RETURNING {COLS}"
     ))
     .bind(id)
     .bind(&new.org_id)
@@ -31,6 +31,7 @@ pub async fn create(pool: &Pool, id: &str, new: &NewSession) -> sqlx::Result<Ses
     .bind(new.rate_per_min)
     .bind(new.rate_per_hour)
     .bind(now)
+    .bind(new.download_media)
     .fetch_one(&mut *tx)
     .await?;
     let mut out = Outbox::new(&row.org_id);
@@ -89,6 +90,7 @@ pub async fn update(
             presence_typing = COALESCE($6, presence_typing),
             rate_per_min = COALESCE($7, rate_per_min),
             rate_per_hour = COALESCE($8, rate_per_hour),
+            download_media = COALESCE($10, download_media),
             updated_at = $9
          WHERE id = $1 AND org_id = $2 RETURNING {COLS}"
     ))
@@ -101,6 +103,7 @@ pub async fn update(
     .bind(p.rate_per_min)
     .bind(p.rate_per_hour)
     .bind(now_ms())
+    .bind(p.download_media)
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(r) = &row {

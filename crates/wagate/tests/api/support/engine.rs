@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use wagate::domain::{Jid, Phone, SessionId};
-use wagate::engine::send::{OutgoingMessage, SendError, SentAck};
+use wagate::engine::send::{OutgoingContent, OutgoingMessage, SendError, SentAck};
 use wagate::engine::{
-    About, ChatPresence, ChatSettingChange, Engine, EngineError, LiveClient, OnWhatsApp,
+    About, ChatPresence, ChatSettingChange, Engine, EngineError, LiveClient, MediaRef, OnWhatsApp,
     ProfilePicture, QrCode,
 };
 use wagate::store::{SessionRecord, SessionStatus, Store};
@@ -31,6 +31,8 @@ pub struct ScriptedClient {
     pub sent: Mutex<Vec<OutgoingMessage>>,
     /// Failures the next sends meet (popped from the end).
     pub send_failures: Mutex<Vec<SendError>>,
+    /// "WhatsApp's media servers": files by direct path.
+    pub media: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 #[async_trait]
@@ -100,9 +102,37 @@ impl LiveClient for ScriptedClient {
             return Err(e);
         }
         self.sent.lock().unwrap().push(msg.clone());
+        let media = match &msg.content {
+            OutgoingContent::Media { kind, data, .. } => {
+                let path = format!("/scripted/{}", msg.id);
+                self.media
+                    .lock()
+                    .unwrap()
+                    .insert(path.clone(), data.clone());
+                Some(MediaRef {
+                    kind: kind.as_str().to_owned(),
+                    direct_path: path,
+                    media_key: vec![1; 32],
+                    file_sha256: vec![2; 32],
+                    file_enc_sha256: vec![3; 32],
+                    file_length: data.len() as u64,
+                })
+            }
+            _ => None,
+        };
         Ok(SentAck {
             timestamp: 1_700_000_000_000,
+            media,
         })
+    }
+
+    async fn download_media(&self, media: &MediaRef) -> Result<Vec<u8>, EngineError> {
+        self.media
+            .lock()
+            .unwrap()
+            .get(&media.direct_path)
+            .cloned()
+            .ok_or_else(|| EngineError::Upstream("media not found (404)".into()))
     }
 
     async fn about(&self, who: &Jid) -> Result<Option<About>, EngineError> {

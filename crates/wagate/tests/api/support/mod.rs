@@ -129,9 +129,19 @@ pub struct Builder {
     jwt: Option<JwtConfig>,
     body_limit: Option<usize>,
     extra: Option<Router<AppState>>,
+    tweak: Option<ConfigTweak>,
 }
 
+/// A change to the test app's configuration.
+type ConfigTweak = Box<dyn FnOnce(&mut Config)>;
+
 impl Builder {
+    /// Changes settings of the app's configuration.
+    pub fn config(mut self, f: impl FnOnce(&mut Config) + 'static) -> Self {
+        self.tweak = Some(Box::new(f));
+        self
+    }
+
     pub fn jwt(mut self, cfg: JwtConfig) -> Self {
         self.jwt = Some(cfg);
         self
@@ -157,6 +167,9 @@ impl Builder {
         };
         if let Some(n) = self.body_limit {
             cfg.body_limit_bytes = n;
+        }
+        if let Some(f) = self.tweak {
+            f(&mut cfg);
         }
         if let Some(j) = &self.jwt {
             cfg.jwks_url = j.jwks_url.clone();
@@ -381,6 +394,7 @@ pub fn text(chat: &str, id: &str, from_me: bool, ts: i64) -> NewMessage {
             MessageStatus::Delivered
         },
         timestamp: ts,
+        poll: None,
     }
 }
 

@@ -1,0 +1,669 @@
+//! `/api/v1/sessions/{sid}/messages/{mid}`: one stored message, by the gateway's id or by
+//! WhatsApp's.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::extract::{JsonBody, PathParams, QueryMap};
+use super::models::Message;
+use super::send::{asynchronous, idempotency_key, job_message, recipient, submit};
+use super::{check_session, owned_session};
+use crate::app::AppState;
+use crate::auth::{Auth, CapRead, CapSend};
+use crate::domain::{now_ms, Jid};
+use crate::engine::send::{MediaKind, MessageKey, OutgoingContent};
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::store::MessageRecord;
+
+/// How long after sending WhatsApp lets a message be edited.
+const EDIT_WINDOW_MS: i64 = 15 * 60 * 1000;
+
+/// What `{mid}` may be: the stored message's `id` (digits) or its `waMessageId`.
+pub const MESSAGE_REF_PATTERN: &str = "^[0-9A-Za-z_.:-]{1,128}$";
+
+fn message_ref(path: &PathParams) -> ApiResult<String> {
+    let raw = path.text("mid")?;
+    let ok = (1..=128).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+    if !ok {
+        return Err(ApiError::bad_parameter(
+            "mid",
+            "a message's id or WhatsApp id: 1 to 128 letters, digits, `_`, `.`, `:` or `-`",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// The message `{mid}` of session `s` (404 when unknown, 409 when a WhatsApp id is in two chats).
+pub async fn resolve(st: &AppState, s: &str, mid: &str) -> ApiResult<(MessageRecord, String)> {
+    match st.store().find_message(s, mid).await? {
+        Ok(Some(found)) => Ok(found),
+        Ok(None) => Err(ApiError::not_found("message")),
+        Err(_) => Err(ApiError::Conflict(
+            "this WhatsApp id is in more than one chat of the session; use the message's `id`"
+                .into(),
+        )),
+    }
+}
+
+/// GET /api/v1/sessions/{sid}/messages/{mid} — one stored message.
+#[utoipa::path(
+    get, path = "/sessions/{sid}/messages/{mid}", tag = "chats",
+    summary = "Get a message",
+    description = "Reads one stored message of the session, addressed by its `id` or by its WhatsApp id \
+(`waMessageId`). A WhatsApp id is unique within a chat; if the session holds it in two chats the answer is 409 \
+and the message must be addressed by `id`. Needs `read`.",
+    params(
+        ("sid" = String, Path, description = "Session id (ULID)."),
+        ("mid" = String, Path, description = "The message's `id`, or its `waMessageId`."),
+    ),
+    responses(
+        (status = 200, description = "The message.", body = Message),
+        (status = 404, description = "Unknown session or message.", body = ErrorEnvelope),
+        (status = 409, description = "The WhatsApp id is in more than one chat.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_message(
+    auth: Auth<CapRead>,
+    State(st): State<AppState>,
+    path: PathParams,
+) -> ApiResult<Json<Message>> {
+    let sid = path.session()?;
+    let mid = message_ref(&path)?;
+    let s = check_session(&st, &auth, &sid).await?;
+    let (m, jid) = resolve(&st, &s, &mid).await?;
+    Ok(Json(Message::from_record(m, &jid)))
+}
+
+fn key_of(m: &MessageRecord, chat: &Jid) -> MessageKey {
+    MessageKey {
+        id: m.wa_message_id.clone(),
+        from_me: m.from_me,
+        participant: if chat.is_group() && !m.from_me {
+            m.sender_jid.clone().or_else(|| m.sender_lid.clone())
+        } else {
+            None
+        },
+    }
+}
+
+fn chat_of(jid: &str) -> ApiResult<Jid> {
+    jid.parse()
+        .map_err(|e: String| ApiError::Internal(anyhow::anyhow!(e)))
+}
+
+/// The target of an action, checked to exist and not to be revoked.
+async fn target(
+    st: &AppState,
+    auth: &Auth<CapSend>,
+    path: &PathParams,
+) -> ApiResult<(crate::store::SessionRecord, MessageRecord, Jid)> {
+    let sid = path.session()?;
+    let mid = message_ref(path)?;
+    let session = owned_session(st, auth, &sid).await?;
+    let (m, jid) = resolve(st, &session.id, &mid).await?;
+    if m.deleted {
+        return Err(ApiError::Conflict(
+            "the message was deleted for everyone".into(),
+        ));
+    }
+    let chat = chat_of(&jid)?;
+    Ok((session, m, chat))
+}
+
+/// The answer to an edit or revoke: the changed message once WhatsApp took the change (200),
+/// the message as it still is while the change is on its way (202), or why WhatsApp refused.
+async fn change_answer(
+    st: &AppState,
+    s: &str,
+    mid: i64,
+    status: StatusCode,
+    job: &crate::store::outgoing::OutgoingRecord,
+) -> ApiResult<Response> {
+    if job.state == "failed" {
+        return Err(ApiError::Conflict(format!(
+            "WhatsApp did not take the change: {}",
+            job.error.as_deref().unwrap_or("no reason given")
+        )));
+    }
+    let (m, jid) = resolve(st, s, &mid.to_string()).await?;
+    let status = if status == StatusCode::CREATED {
+        StatusCode::OK
+    } else {
+        status
+    };
+    Ok((status, Json(Message::from_record(m, &jid))).into_response())
+}
+
+/// A new text for a message.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EditMessage {
+    #[schema(min_length = 1, max_length = 65536)]
+    pub text: String,
+}
+
+/// A reaction.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct React {
+    /// One emoji; an empty string removes this account's reaction.
+    #[schema(max_length = 32, example = "👍")]
+    pub emoji: String,
+}
+
+/// Where to forward a message.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Forward {
+    /// A phone number, a phone JID, a LID or a group JID.
+    #[schema(example = "6281234567890")]
+    pub to: String,
+}
+
+/// PATCH /api/v1/sessions/{sid}/messages/{mid} — edit a message's text.
+#[utoipa::path(
+    patch, path = "/sessions/{sid}/messages/{mid}", tag = "messages",
+    summary = "Edit a message",
+    description = "Replaces the text of one of this account's own text messages, for everyone, as the phone's \
+\"Edit\" does. WhatsApp allows it for 15 minutes after sending. The change goes through the same durable outbox as \
+sending (same `async`, `Idempotency-Key`, rate limits and 501 without a connected client); once WhatsApp took it the \
+stored message has the new `body` and `edited: true`, and a `message.edited` event is written. Answers 200 with the \
+edited message, or 202 with the message as it still is while the edit is on its way. Needs `send`.",
+    params(
+        ("sid" = String, Path, description = "Session id (ULID)."),
+        ("mid" = String, Path, description = "The message's `id`, or its `waMessageId`."),
+        ("async" = Option<bool>, Query, description = "`true`: queue and answer 202 at once."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 200 visible ASCII characters."),
+    ),
+    request_body = EditMessage,
+    responses(
+        (status = 200, description = "Edited.", body = Message),
+        (status = 202, description = "Accepted; the edit is on its way.", body = Message),
+        (status = 404, description = "Unknown session or message.", body = ErrorEnvelope),
+        (status = 409, description = "Deleted message, ambiguous WhatsApp id, or WhatsApp refused the edit.", body = ErrorEnvelope),
+        (status = 429, description = "The session's send rate is used up.", body = ErrorEnvelope),
+        (status = 501, description = "Synchronous request on a session with no connected client.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn edit_message(
+    auth: Auth<CapSend>,
+    State(st): State<AppState>,
+    path: PathParams,
+    q: QueryMap,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<EditMessage>,
+) -> ApiResult<Response> {
+    let asynchronous = asynchronous(&q)?;
+    let key = idempotency_key(&headers)?;
+    if body.text.trim().is_empty() || body.text.chars().count() > 65_536 {
+        return Err(ApiError::bad_body(
+            Some("text"),
+            "1 to 65536 characters, not only spaces",
+        ));
+    }
+    let (session, m, chat) = target(&st, &auth, &path).await?;
+    if !m.from_me {
+        return Err(ApiError::bad_body(
+            None,
+            "only this account's own messages can be edited",
+        ));
+    }
+    if m.kind != "text" {
+        return Err(ApiError::bad_body(
+            None,
+            format!("only text messages can be edited, this one is `{}`", m.kind),
+        ));
+    }
+    if m.status == "failed" {
+        return Err(ApiError::bad_body(None, "the message was never sent"));
+    }
+    if now_ms() - m.timestamp > EDIT_WINDOW_MS {
+        return Err(ApiError::bad_body(
+            None,
+            "WhatsApp lets a message be edited for 15 minutes after it was sent",
+        ));
+    }
+    let content = OutgoingContent::Edit {
+        target: key_of(&m, &chat),
+        text: body.text,
+    };
+    let (status, job) = submit(&st, &session, asynchronous, key, chat, content, Some(&m)).await?;
+    change_answer(&st, &session.id, m.id, status, &job).await
+}
+
+/// DELETE /api/v1/sessions/{sid}/messages/{mid} — delete a message for everyone.
+#[utoipa::path(
+    delete, path = "/sessions/{sid}/messages/{mid}", tag = "messages",
+    summary = "Delete a message for everyone",
+    description = "Revokes a message for everyone, as the phone's \"Delete for everyone\" does: in a direct chat one \
+of this account's own messages; in a group also another member's message when this account is an admin (WhatsApp \
+refuses it otherwise). Goes through the durable outbox like sending; once WhatsApp took it the stored message keeps \
+its row with `deleted: true` and its body, mentions and attachment cleared, and a `message.revoked` event is written. \
+Answers 200 with the message, or 202 while the revoke is on its way. Needs `send`.",
+    params(
+        ("sid" = String, Path, description = "Session id (ULID)."),
+        ("mid" = String, Path, description = "The message's `id`, or its `waMessageId`."),
+        ("async" = Option<bool>, Query, description = "`true`: queue and answer 202 at once."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 200 visible ASCII characters."),
+    ),
+    responses(
+        (status = 200, description = "Deleted for everyone.", body = Message),
+        (status = 202, description = "Accepted; the revoke is on its way.", body = Message),
+        (status = 404, description = "Unknown session or message.", body = ErrorEnvelope),
+        (status = 409, description = "Already deleted, ambiguous WhatsApp id, or WhatsApp refused.", body = ErrorEnvelope),
+        (status = 422, description = "Not a message this account may delete for everyone.", body = ErrorEnvelope),
+        (status = 429, description = "The session's send rate is used up.", body = ErrorEnvelope),
+        (status = 501, description = "Synchronous request on a session with no connected client.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke_message(
+    auth: Auth<CapSend>,
+    State(st): State<AppState>,
+    path: PathParams,
+    q: QueryMap,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let asynchronous = asynchronous(&q)?;
+    let key = idempotency_key(&headers)?;
+    let (session, m, chat) = target(&st, &auth, &path).await?;
+    if !m.from_me && !chat.is_group() {
+        return Err(ApiError::bad_body(
+            None,
+            "in a direct chat only this account's own messages can be deleted for everyone",
+        ));
+    }
+    if m.kind == "reaction" {
+        return Err(ApiError::bad_body(
+            None,
+            "a reaction is removed by reacting with an empty emoji",
+        ));
+    }
+    let content = OutgoingContent::Revoke {
+        target: key_of(&m, &chat),
+    };
+    let (status, job) = submit(&st, &session, asynchronous, key, chat, content, Some(&m)).await?;
+    change_answer(&st, &session.id, m.id, status, &job).await
+}
+
+/// POST /api/v1/sessions/{sid}/messages/{mid}/reaction — react to a message.
+#[utoipa::path(
+    post, path = "/sessions/{sid}/messages/{mid}/reaction", tag = "messages",
+    summary = "React to a message",
+    description = "Sends this account's reaction to a message (an empty `emoji` removes it). The reaction is stored \
+as a message of type `reaction` (its `quotedMessageId` is the message reacted to) and sent through the durable outbox \
+like any message, with the same answers (201, 202, 429, 501) and status events. Needs `send`.",
+    params(
+        ("sid" = String, Path, description = "Session id (ULID)."),
+        ("mid" = String, Path, description = "The message's `id`, or its `waMessageId`."),
+        ("async" = Option<bool>, Query, description = "`true`: queue and answer 202 at once."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 200 visible ASCII characters."),
+    ),
+    request_body = React,
+    responses(
+        (status = 201, description = "Sent.", body = Message),
+        (status = 202, description = "Accepted; the reaction is on its way.", body = Message),
+        (status = 404, description = "Unknown session or message.", body = ErrorEnvelope),
+        (status = 409, description = "Deleted message or ambiguous WhatsApp id.", body = ErrorEnvelope),
+        (status = 429, description = "The session's send rate is used up.", body = ErrorEnvelope),
+        (status = 501, description = "Synchronous request on a session with no connected client.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn react(
+    auth: Auth<CapSend>,
+    State(st): State<AppState>,
+    path: PathParams,
+    q: QueryMap,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<React>,
+) -> ApiResult<Response> {
+    let asynchronous = asynchronous(&q)?;
+    let key = idempotency_key(&headers)?;
+    if body.emoji.chars().count() > 32
+        || body
+            .emoji
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApiError::bad_body(
+            Some("emoji"),
+            "one emoji, or empty to remove the reaction",
+        ));
+    }
+    let (session, m, chat) = target(&st, &auth, &path).await?;
+    if m.kind == "reaction" {
+        return Err(ApiError::bad_body(None, "a reaction cannot be reacted to"));
+    }
+    let content = OutgoingContent::Reaction {
+        target: key_of(&m, &chat),
+        emoji: body.emoji,
+    };
+    let (status, job) = submit(&st, &session, asynchronous, key, chat, content, None).await?;
+    Ok((status, Json(job_message(&st, &session.id, &job).await?)).into_response())
+}
+
+/// POST /api/v1/sessions/{sid}/messages/{mid}/forward — forward a message.
+#[utoipa::path(
+    post, path = "/sessions/{sid}/messages/{mid}/forward", tag = "messages",
+    summary = "Forward a message",
+    description = "Sends a copy of a stored message to `to`, marked as forwarded, as a new message through the \
+durable outbox (same answers as sending). Texts and attachments (image, video, audio, document, sticker) can be \
+forwarded; an attachment goes by reference to the file on WhatsApp's media servers, as phones forward, so it works \
+while WhatsApp keeps the file. Places and contact cards are not stored whole and cannot be forwarded. Needs `send`.",
+    params(
+        ("sid" = String, Path, description = "Session id (ULID)."),
+        ("mid" = String, Path, description = "The message's `id`, or its `waMessageId`."),
+        ("async" = Option<bool>, Query, description = "`true`: queue and answer 202 at once."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 200 visible ASCII characters."),
+    ),
+    request_body = Forward,
+    responses(
+        (status = 201, description = "Sent.", body = Message),
+        (status = 202, description = "Accepted; the copy is on its way.", body = Message),
+        (status = 404, description = "Unknown session or message.", body = ErrorEnvelope),
+        (status = 409, description = "Deleted message or ambiguous WhatsApp id.", body = ErrorEnvelope),
+        (status = 429, description = "The session's send rate is used up.", body = ErrorEnvelope),
+        (status = 501, description = "Synchronous request on a session with no connected client.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn forward(
+    auth: Auth<CapSend>,
+    State(st): State<AppState>,
+    path: PathParams,
+    q: QueryMap,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Forward>,
+) -> ApiResult<Response> {
+    let asynchronous = asynchronous(&q)?;
+    let key = idempotency_key(&headers)?;
+    let to = recipient(&body.to)?;
+    let (session, m, _chat) = target(&st, &auth, &path).await?;
+    let kind = match m.kind.as_str() {
+        "image" => Some(MediaKind::Image),
+        "video" => Some(MediaKind::Video),
+        "audio" => Some(MediaKind::Audio),
+        "document" => Some(MediaKind::Document),
+        "sticker" => Some(MediaKind::Sticker),
+        _ => None,
+    };
+    let reference = m
+        .media_ref
+        .as_deref()
+        .and_then(crate::engine::MediaRef::from_json);
+    let inner = match (m.kind.as_str(), m.body.clone(), kind, reference) {
+        ("text", Some(t), _, _) if !t.is_empty() => OutgoingContent::Text {
+            body: t,
+            reply_to: None,
+            mentions: Vec::new(),
+            link_preview: false,
+        },
+        // An attachment is forwarded by reference: WhatsApp's servers have the file.
+        (_, caption, Some(kind), Some(reference)) => OutgoingContent::Media {
+            kind,
+            data: Vec::new(),
+            mimetype: m
+                .media_mimetype
+                .clone()
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            filename: m.media_filename.clone(),
+            caption,
+            voice: false,
+            reference: Some(reference),
+        },
+        (kind, ..) => {
+            return Err(ApiError::bad_body(
+                None,
+                format!("this `{kind}` message cannot be forwarded: only texts and attachments whose location the gateway knows"),
+            ))
+        }
+    };
+    let content = OutgoingContent::Forward {
+        content: Box::new(inner),
+    };
+    let (status, job) = submit(&st, &session, asynchronous, key, to, content, None).await?;
+    Ok((status, Json(job_message(&st, &session.id, &job).await?)).into_response())
+}
+
+/// GET /api/v1/sessions/{sid}/messages/{mid}/media — a message's attachment.
+#[utoipa::path(
+    get, path = "/sessions/{sid}/messages/{mid}/media", tag = "chats",
+    summary = "Download a message's attachment",
+    description = "Answers the attachment of an image, video, audio, document or sticker message: the media \
+store's copy when the session keeps one (`downloadMedia`; then no connection is needed), otherwise fetched from \
+WhatsApp's media servers through the session's connected client, decrypted and checked. The file comes with the \
+message's MIME type (and its file name for documents). WhatsApp keeps media for a limited time (weeks); older \
+files are gone there. 404 when the message has no attachment or the gateway does not know where it lives (a message \
+revoked, or stored before the gateway recorded media locations); 501 without a connected client. Needs `read`.",
+    params(
+        ("sid" = String, Path, description = "Session id (ULID)."),
+        ("mid" = String, Path, description = "The message's `id`, or its `waMessageId`."),
+    ),
+    responses(
+        (status = 200, description = "The file.", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "Unknown session or message, or no attachment to fetch.", body = ErrorEnvelope),
+        (status = 409, description = "The WhatsApp id is in more than one chat.", body = ErrorEnvelope),
+        (status = 501, description = "The session has no connected client.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_media(
+    auth: Auth<CapRead>,
+    State(st): State<AppState>,
+    path: PathParams,
+) -> ApiResult<Response> {
+    use axum::http::header;
+    let sid = path.session()?;
+    let mid = message_ref(&path)?;
+    let s = check_session(&st, &auth, &sid).await?;
+    let (m, _) = resolve(&st, &s, &mid).await?;
+    // The media store's copy first; else WhatsApp's media servers.
+    // The media store's copy first, streamed from disk; else WhatsApp's media servers.
+    let kept = match m.media_file.as_deref() {
+        Some(f) if !f.split('/').any(|p| p == ".." || p.is_empty()) => {
+            tokio::fs::File::open(st.config().media_path().join(f))
+                .await
+                .ok()
+        }
+        _ => None,
+    };
+    let body = match kept {
+        Some(file) => {
+            let len = file.metadata().await.ok().map(|md| md.len());
+            let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+            (body, len)
+        }
+        None => {
+            let media = m
+                .media_ref
+                .as_deref()
+                .and_then(crate::engine::MediaRef::from_json)
+                .ok_or_else(|| ApiError::not_found("attachment of this message"))?;
+            let client = st.engine().client(&sid).ok_or_else(ApiError::no_client)?;
+            // Downloaded into an unnamed file (removed from the folder as soon as it is open),
+            // checked whole, then streamed: a large file never sits in memory, and nothing
+            // unchecked is sent.
+            let dir = st.config().media_path().join(".incoming");
+            let path = dir.join(ulid::Ulid::new().to_string());
+            let tmp = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir)?;
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)?;
+                std::fs::remove_file(&path)?;
+                Ok::<_, std::io::Error>(f)
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?
+            .map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!("a temporary file for the attachment: {e}"))
+            })?;
+            let file = tokio::fs::File::from_std(client.download_media_to(&media, tmp).await?);
+            let len = file.metadata().await.ok().map(|md| md.len());
+            (
+                axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+                len,
+            )
+        }
+    };
+    let mime = m
+        .media_mimetype
+        .as_deref()
+        .filter(|t| t.parse::<axum::http::HeaderValue>().is_ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let (body, len) = body;
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    if let Some(n) = len {
+        h.insert(header::CONTENT_LENGTH, axum::http::HeaderValue::from(n));
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        mime.parse().unwrap_or(axum::http::HeaderValue::from_static(
+            "application/octet-stream",
+        )),
+    );
+    if let Some(name) = m.media_filename.as_deref() {
+        // RFC 6266 / 5987: a plain ASCII fallback and the UTF-8 name.
+        let ascii: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        // RFC 5987 attr-chars stay as they are.
+        const ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
+        let encoded = percent_encoding::utf8_percent_encode(name, ESCAPE).to_string();
+        if let Ok(v) =
+            format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}").parse()
+        {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// A vote in a poll.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Vote {
+    /// The chosen options, by name, as many as the poll allows; an empty list withdraws the vote.
+    #[schema(max_items = 12)]
+    pub options: Vec<String>,
+}
+
+/// POST /api/v1/sessions/{sid}/messages/{mid}/vote — vote in a poll.
+#[utoipa::path(
+    post, path = "/sessions/{sid}/messages/{mid}/vote", tag = "messages",
+    summary = "Vote in a poll",
+    description = "Sends this account's vote in a poll of the stored copy: the chosen options by name (each one of the \
+poll's options, at most as many as it allows; none withdraws the vote). A vote replaces this account's earlier vote. \
+The gateway needs the poll's secret, which it keeps for polls it sent or received since it records them; other polls \
+answer 422. Goes through the durable outbox like sending; answers 200 with the poll once WhatsApp took the vote (202 \
+while it is on its way, 409 if refused). Votes are not counted in the stored copy. Needs `send`.",
+    params(
+        ("sid" = String, Path, description = "Session id (ULID)."),
+        ("mid" = String, Path, description = "The poll message's `id`, or its `waMessageId`."),
+        ("async" = Option<bool>, Query, description = "`true`: queue and answer 202 at once."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 200 visible ASCII characters."),
+    ),
+    request_body = Vote,
+    responses(
+        (status = 200, description = "Voted.", body = Message),
+        (status = 202, description = "Accepted; the vote is on its way.", body = Message),
+        (status = 404, description = "Unknown session or message.", body = ErrorEnvelope),
+        (status = 409, description = "Deleted poll, ambiguous WhatsApp id, or WhatsApp refused.", body = ErrorEnvelope),
+        (status = 429, description = "The session's send rate is used up.", body = ErrorEnvelope),
+        (status = 501, description = "Synchronous request on a session with no connected client.", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn vote(
+    auth: Auth<CapSend>,
+    State(st): State<AppState>,
+    path: PathParams,
+    q: QueryMap,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Vote>,
+) -> ApiResult<Response> {
+    let asynchronous = asynchronous(&q)?;
+    let key = idempotency_key(&headers)?;
+    let (session, m, chat) = target(&st, &auth, &path).await?;
+    if m.kind != "poll" {
+        return Err(ApiError::bad_body(
+            None,
+            format!("this message is a `{}`, not a poll", m.kind),
+        ));
+    }
+    let poll = m
+        .poll
+        .as_deref()
+        .and_then(crate::engine::PollInfo::from_json)
+        .ok_or_else(|| ApiError::bad_body(None, "the gateway does not have this poll's secret"))?;
+    let mut chosen = body.options.clone();
+    chosen.sort();
+    chosen.dedup();
+    if chosen.len() != body.options.len() {
+        return Err(ApiError::bad_body(
+            Some("options"),
+            "an option is given twice",
+        ));
+    }
+    if let Some((i, o)) = body
+        .options
+        .iter()
+        .enumerate()
+        .find(|(_, o)| !poll.options.contains(o))
+    {
+        return Err(ApiError::bad_body(
+            Some(&format!("options[{i}]")),
+            format!("`{o}` is not an option of this poll"),
+        ));
+    }
+    let max = if poll.selectable_count == 0 {
+        poll.options.len()
+    } else {
+        poll.selectable_count as usize
+    };
+    if body.options.len() > max {
+        return Err(ApiError::bad_body(
+            Some("options"),
+            format!("this poll allows {max} choice(s)"),
+        ));
+    }
+    let creator = if m.from_me {
+        session.wa_jid.clone()
+    } else {
+        m.sender_jid.clone().or_else(|| m.sender_lid.clone())
+    }
+    .ok_or_else(|| ApiError::bad_body(None, "the poll's creator is not known"))?;
+    let content = OutgoingContent::Vote {
+        target: key_of(&m, &chat),
+        creator,
+        secret: poll.secret,
+        options: body.options,
+    };
+    let (status, job) = submit(&st, &session, asynchronous, key, chat, content, Some(&m)).await?;
+    change_answer(&st, &session.id, m.id, status, &job).await
+}
