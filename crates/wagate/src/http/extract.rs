@@ -166,3 +166,27 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParams {
         .map_err(|e| ApiError::bad_parameter("path", e.body_text()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::integral_floats_to_integers;
+
+    /// Large integral floats parse exactly (serde_json's `float_roundtrip`): a value one unit
+    /// off in the last place would have a fraction and be refused.
+    #[test]
+    fn large_integral_floats_become_exact_integers() {
+        for (text, want) in [
+            ("2251799813685247.0", 2251799813685247_i64),
+            ("4503599627370495.0", 4503599627370495),
+            ("1e3", 1000),
+            ("-9007199254740991.0", -9007199254740991),
+        ] {
+            let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
+            integral_floats_to_integers(&mut v);
+            assert_eq!(v, serde_json::json!(want), "{text}");
+        }
+        let mut v: serde_json::Value = serde_json::from_str("2.5").unwrap();
+        integral_floats_to_integers(&mut v);
+        assert!(v.is_f64());
+    }
+}

@@ -11,10 +11,12 @@
 //! message-secret puts, idempotent pending-inbound writes, and the expiry sweeps. Deleting a
 //! session deletes its keys (cascade); [`SessionKeyStore::delete_all`] does it for a logout.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use tokio::sync::{Mutex, MutexGuard};
 use wacore::appstate::hash::HashState;
 use wacore::appstate::processor::AppStateMutationMAC;
 use wacore::store::error::{Result, StoreError};
@@ -23,11 +25,17 @@ use wacore::store::Device;
 
 use super::Db;
 
-/// One session's key store. Cheap to clone.
+/// One session's key store. Cheap to clone (clones share the pending-inbound buffer).
 #[derive(Clone)]
 pub struct SessionKeyStore {
     db: Db,
     session: Arc<str>,
+    /// The store's SQLite write gate, taken by every write so the engine's writes queue in
+    /// order with the stored copy's instead of polling SQLite's busy handler.
+    gate: Option<Arc<Mutex<()>>>,
+    /// Pending-inbound rows not written yet, by key: `(message, stored at)`. See
+    /// [`SessionKeyStore::settle_pending`].
+    pending: Arc<Mutex<HashMap<String, (Vec<u8>, i64)>>>,
 }
 
 type Row = (String, Vec<u8>, i64, i64);
@@ -63,11 +71,21 @@ macro_rules! on_pool {
     };
 }
 
-/// Runs `$body` with `$tx` a write transaction on the typed pool, committed when it succeeds.
+/// Runs the write `$body` with `$p` bound to the typed pool, holding the write gate.
+macro_rules! on_pool_w {
+    ($ks:expr, |$p:ident| $body:expr) => {{
+        let _gate = $ks.gate().await;
+        on_pool!(&$ks.db, |$p| $body)
+    }};
+}
+
+/// Runs `$body` with `$tx` a write transaction on the typed pool (holding the write gate),
+/// committed when it succeeds.
 macro_rules! in_tx {
-    ($db:expr, |$tx:ident| $body:expr) => {
-        match $db {
+    ($ks:expr, |$tx:ident| $body:expr) => {
+        match &$ks.db {
             Db::Sqlite(p) => {
+                let _gate = $ks.gate().await;
                 let mut $tx = p.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
                 let out = $body;
                 $tx.commit().await.map_err(db_err)?;
@@ -91,7 +109,37 @@ impl SessionKeyStore {
         SessionKeyStore {
             db,
             session: session.into(),
+            gate: None,
+            pending: Arc::default(),
         }
+    }
+
+    async fn gate(&self) -> Option<MutexGuard<'_, ()>> {
+        match &self.gate {
+            Some(g) => Some(g.lock().await),
+            None => None,
+        }
+    }
+
+    /// Writes the pending-inbound rows held in memory. Runs before every write of Signal
+    /// state (sessions, identities, consumed pre-keys, sender keys, base keys), which keeps
+    /// the engine's guarantee: once a ratchet advance is on disk, so is the buffered copy of
+    /// every message decrypted with it that the durability hook has not committed yet. A
+    /// message whose hook commits before the next Signal write never costs a database write
+    /// for its buffer row; one that does not (a crash) is redelivered by the server and
+    /// decrypts again, since its ratchet advance was not stored either.
+    async fn settle_pending(&self) -> Result<()> {
+        let mut held = self.pending.lock().await;
+        if held.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<Row> = held
+            .iter()
+            .map(|(k, (v, at))| (k.clone(), v.clone(), *at, 0))
+            .collect();
+        self.put_many("pin", &rows).await?;
+        held.clear();
+        Ok(())
     }
 
     pub fn session(&self) -> &str {
@@ -101,7 +149,7 @@ impl SessionKeyStore {
     /// Deletes every key of this session (after a logout).
     pub async fn delete_all(&self) -> Result<()> {
         let s = &*self.session;
-        on_pool!(&self.db, |p| sqlx::query(
+        on_pool_w!(self, |p| sqlx::query(
             "DELETE FROM wa_keys WHERE session_id = $1"
         )
         .bind(s)
@@ -131,7 +179,7 @@ impl SessionKeyStore {
 
     async fn put(&self, ns: &str, k: &str, v: &[u8], n1: i64, n2: i64) -> Result<()> {
         let s = &*self.session;
-        on_pool!(&self.db, |p| sqlx::query(UPSERT)
+        on_pool_w!(self, |p| sqlx::query(UPSERT)
             .bind(s)
             .bind(ns)
             .bind(k)
@@ -151,7 +199,7 @@ impl SessionKeyStore {
             return Ok(());
         }
         let s = &*self.session;
-        in_tx!(&self.db, |tx| {
+        in_tx!(self, |tx| {
             for (k, v, n1, n2) in rows {
                 sqlx::query(UPSERT)
                     .bind(s)
@@ -170,7 +218,7 @@ impl SessionKeyStore {
 
     async fn del(&self, ns: &str, k: &str) -> Result<u64> {
         let s = &*self.session;
-        on_pool!(&self.db, |p| sqlx::query(
+        on_pool_w!(self, |p| sqlx::query(
             "DELETE FROM wa_keys WHERE session_id = $1 AND ns = $2 AND k = $3"
         )
         .bind(s)
@@ -188,7 +236,7 @@ impl SessionKeyStore {
             return Ok(());
         }
         let s = &*self.session;
-        in_tx!(&self.db, |tx| {
+        in_tx!(self, |tx| {
             for k in keys {
                 sqlx::query("DELETE FROM wa_keys WHERE session_id = $1 AND ns = $2 AND k = $3")
                     .bind(s)
@@ -204,7 +252,7 @@ impl SessionKeyStore {
 
     async fn del_ns(&self, ns: &str) -> Result<()> {
         let s = &*self.session;
-        on_pool!(&self.db, |p| sqlx::query(
+        on_pool_w!(self, |p| sqlx::query(
             "DELETE FROM wa_keys WHERE session_id = $1 AND ns = $2"
         )
         .bind(s)
@@ -232,7 +280,7 @@ impl SessionKeyStore {
     /// `n2` is below that too). Returns how many.
     async fn sweep(&self, ns: &str, cutoff: i64, n2_cutoff: Option<i64>) -> Result<u32> {
         let s = &*self.session;
-        let n = on_pool!(&self.db, |p| {
+        let n = on_pool_w!(self, |p| {
             sqlx::query(
             "DELETE FROM wa_keys WHERE session_id = $1 AND ns = $2 AND n1 < $3 AND ($4 IS NULL OR n2 < $4)"
         )
@@ -261,10 +309,12 @@ fn prekey_key(id: u32) -> String {
 #[async_trait]
 impl SignalStore for SessionKeyStore {
     async fn put_identity(&self, address: &str, key: [u8; 32]) -> Result<()> {
+        self.settle_pending().await?;
         self.put("id", address, &key, 0, 0).await
     }
 
     async fn put_identities_batch(&self, identities: &[(Arc<str>, [u8; 32])]) -> Result<()> {
+        self.settle_pending().await?;
         let rows: Vec<_> = identities
             .iter()
             .map(|(a, k)| (a.to_string(), k.to_vec(), 0, 0))
@@ -280,6 +330,7 @@ impl SignalStore for SessionKeyStore {
     }
 
     async fn delete_identity(&self, address: &str) -> Result<()> {
+        self.settle_pending().await?;
         self.del("id", address).await.map(|_| ())
     }
 
@@ -288,10 +339,12 @@ impl SignalStore for SessionKeyStore {
     }
 
     async fn put_session(&self, address: &str, session: &[u8]) -> Result<()> {
+        self.settle_pending().await?;
         self.put("se", address, session, 0, 0).await
     }
 
     async fn put_sessions_batch(&self, sessions: &[(Arc<str>, Bytes)]) -> Result<()> {
+        self.settle_pending().await?;
         let rows: Vec<_> = sessions
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_vec(), 0, 0))
@@ -300,6 +353,7 @@ impl SignalStore for SessionKeyStore {
     }
 
     async fn delete_session(&self, address: &str) -> Result<()> {
+        self.settle_pending().await?;
         self.del("se", address).await.map(|_| ())
     }
 
@@ -359,7 +413,7 @@ impl SignalStore for SessionKeyStore {
         }
         let s = &*self.session;
         // UPDATE only: a key consumed since the upload snapshot stays deleted.
-        in_tx!(&self.db, |tx| {
+        in_tx!(self, |tx| {
             for id in ids {
                 sqlx::query(
                     "UPDATE wa_keys SET n2 = 1 WHERE session_id = $1 AND ns = 'pk' AND k = $2",
@@ -375,6 +429,7 @@ impl SignalStore for SessionKeyStore {
     }
 
     async fn remove_prekey(&self, id: u32) -> Result<()> {
+        self.settle_pending().await?;
         self.del("pk", &prekey_key(id)).await.map(|_| ())
     }
 
@@ -412,10 +467,12 @@ impl SignalStore for SessionKeyStore {
     }
 
     async fn put_sender_key(&self, address: &str, record: &[u8]) -> Result<()> {
+        self.settle_pending().await?;
         self.put("sk", address, record, 0, 0).await
     }
 
     async fn put_sender_keys_batch(&self, sender_keys: &[(Arc<str>, Bytes)]) -> Result<()> {
+        self.settle_pending().await?;
         let rows: Vec<_> = sender_keys
             .iter()
             .map(|(a, r)| (a.to_string(), r.to_vec(), 0, 0))
@@ -428,6 +485,7 @@ impl SignalStore for SessionKeyStore {
     }
 
     async fn delete_sender_key(&self, address: &str) -> Result<()> {
+        self.settle_pending().await?;
         self.del("sk", address).await.map(|_| ())
     }
 }
@@ -529,7 +587,7 @@ impl ProtocolStore for SessionKeyStore {
             return Ok(());
         }
         let s = &*self.session;
-        in_tx!(&self.db, |tx| {
+        in_tx!(self, |tx| {
             for d in device_jids {
                 sqlx::query(
                     "DELETE FROM wa_keys WHERE session_id = $1 AND ns LIKE 'skd:%' AND k = $2",
@@ -546,7 +604,7 @@ impl ProtocolStore for SessionKeyStore {
 
     async fn clear_all_sender_key_devices(&self) -> Result<()> {
         let s = &*self.session;
-        on_pool!(&self.db, |p| sqlx::query(
+        on_pool_w!(self, |p| sqlx::query(
             "DELETE FROM wa_keys WHERE session_id = $1 AND ns LIKE 'skd:%'"
         )
         .bind(s)
@@ -581,7 +639,7 @@ impl ProtocolStore for SessionKeyStore {
         for e in entries {
             encoded.push((e, ser(e)?));
         }
-        in_tx!(&self.db, |tx| {
+        in_tx!(self, |tx| {
             for (e, v) in &encoded {
                 // A LID that moves to another number leaves no reverse entry for the old one.
                 let old: Option<Vec<u8>> = sqlx::query_scalar(
@@ -634,6 +692,7 @@ impl ProtocolStore for SessionKeyStore {
     }
 
     async fn save_base_key(&self, address: &str, message_id: &str, base_key: &[u8]) -> Result<()> {
+        self.settle_pending().await?;
         self.put("bk", &key(&[address, message_id]), base_key, 0, 0)
             .await
     }
@@ -717,7 +776,7 @@ impl ProtocolStore for SessionKeyStore {
         sender_timestamp: i64,
     ) -> Result<()> {
         let s = &*self.session;
-        in_tx!(&self.db, |tx| {
+        in_tx!(self, |tx| {
             let old: Option<Vec<u8>> = sqlx::query_scalar(
                 "SELECT v FROM wa_keys WHERE session_id = $1 AND ns = 'tc' AND k = $2",
             )
@@ -763,7 +822,7 @@ impl ProtocolStore for SessionKeyStore {
         token_timestamp: i64,
     ) -> Result<()> {
         let s = &*self.session;
-        in_tx!(&self.db, |tx| {
+        in_tx!(self, |tx| {
             let old: Option<Vec<u8>> = sqlx::query_scalar(
                 "SELECT v FROM wa_keys WHERE session_id = $1 AND ns = 'tc' AND k = $2",
             )
@@ -823,7 +882,7 @@ impl ProtocolStore for SessionKeyStore {
         // One statement: of concurrent takers exactly one gets the row.
         let s = &*self.session;
         let k = key(&[chat_jid, message_id]);
-        on_pool!(&self.db, |p| sqlx::query_scalar(
+        on_pool_w!(self, |p| sqlx::query_scalar(
             "DELETE FROM wa_keys WHERE session_id = $1 AND ns = 'sent' AND k = $2 RETURNING v"
         )
         .bind(s)
@@ -837,6 +896,8 @@ impl ProtocolStore for SessionKeyStore {
         self.sweep("sent", cutoff_timestamp, None).await
     }
 
+    // The pending-inbound buffer is held in memory and written by `settle_pending` before
+    // the next Signal-state write; a row deleted before that never reaches the database.
     async fn store_pending_inbound(
         &self,
         chat: &str,
@@ -844,8 +905,11 @@ impl ProtocolStore for SessionKeyStore {
         id: &str,
         message: &[u8],
     ) -> Result<()> {
-        self.put("pin", &key(&[chat, sender, id]), message, now_secs(), 0)
+        self.pending
+            .lock()
             .await
+            .insert(key(&[chat, sender, id]), (message.to_vec(), now_secs()));
+        Ok(())
     }
 
     async fn get_pending_inbound(
@@ -854,32 +918,47 @@ impl ProtocolStore for SessionKeyStore {
         sender: &str,
         id: &str,
     ) -> Result<Option<Vec<u8>>> {
-        self.value("pin", &key(&[chat, sender, id])).await
+        let k = key(&[chat, sender, id]);
+        if let Some((v, _)) = self.pending.lock().await.get(&k) {
+            return Ok(Some(v.clone()));
+        }
+        self.value("pin", &k).await
     }
 
     async fn delete_pending_inbound(&self, chat: &str, sender: &str, id: &str) -> Result<()> {
-        self.del("pin", &key(&[chat, sender, id])).await.map(|_| ())
+        let k = key(&[chat, sender, id]);
+        let mut held = self.pending.lock().await;
+        if held.remove(&k).is_none() {
+            self.del("pin", &k).await?;
+        }
+        Ok(())
     }
 
     async fn delete_expired_pending_inbound(&self, cutoff_timestamp: i64) -> Result<u32> {
-        self.sweep("pin", cutoff_timestamp, None).await
+        let mut held = self.pending.lock().await;
+        let before = held.len();
+        held.retain(|_, (_, at)| *at >= cutoff_timestamp);
+        let in_memory = (before - held.len()) as u32;
+        Ok(in_memory + self.sweep("pin", cutoff_timestamp, None).await?)
     }
 
     async fn store_pending_inbound_batch(&self, rows: &[PendingInboundRow<'_>]) -> Result<()> {
         let now = now_secs();
-        let rows: Vec<_> = rows
-            .iter()
-            .map(|r| (key(&[r.chat, r.sender, r.id]), r.message.to_vec(), now, 0))
-            .collect();
-        self.put_many("pin", &rows).await
+        let mut held = self.pending.lock().await;
+        for r in rows {
+            held.insert(key(&[r.chat, r.sender, r.id]), (r.message.to_vec(), now));
+        }
+        Ok(())
     }
 
     async fn delete_pending_inbound_batch(&self, keys: &[PendingInboundKey<'_>]) -> Result<()> {
-        let keys: Vec<String> = keys
+        let mut held = self.pending.lock().await;
+        let written: Vec<String> = keys
             .iter()
             .map(|k| key(&[k.chat, k.sender, k.id]))
+            .filter(|k| held.remove(k).is_none())
             .collect();
-        self.del_many("pin", &keys).await
+        self.del_many("pin", &written).await
     }
 }
 
@@ -891,7 +970,7 @@ impl MsgSecretStore for SessionKeyStore {
             return Ok(0);
         }
         let s = &*self.session;
-        in_tx!(&self.db, |tx| {
+        in_tx!(self, |tx| {
             for e in &entries {
                 let k = key(&[&e.chat, &e.sender, &e.msg_id]);
                 let old: Option<(i64, i64)> = sqlx::query_as(
@@ -949,7 +1028,7 @@ impl MsgSecretStore for SessionKeyStore {
     async fn delete_expired_msg_secrets(&self, cutoff_timestamp: i64) -> Result<u32> {
         // Rows with no deadline (0) stay; others go once the deadline is not after the cutoff.
         let s = &*self.session;
-        let n = on_pool!(&self.db, |p| sqlx::query(
+        let n = on_pool_w!(self, |p| sqlx::query(
             "DELETE FROM wa_keys WHERE session_id = $1 AND ns = 'ms' AND n1 <> 0 AND n1 <= $2"
         )
         .bind(s)
@@ -979,7 +1058,7 @@ impl DeviceStore for SessionKeyStore {
     async fn create(&self) -> Result<i32> {
         let s = &*self.session;
         let fresh = ser(&Device::new())?;
-        let id = in_tx!(&self.db, |tx| {
+        let id = in_tx!(self, |tx| {
             let next: Option<i64> = sqlx::query_scalar(
                 "SELECT n1 FROM wa_keys WHERE session_id = $1 AND ns = 'meta' AND k = 'next_device_id'",
             )
@@ -1017,7 +1096,9 @@ impl DeviceStore for SessionKeyStore {
 impl super::Store {
     /// The engine's key store of one session.
     pub fn key_store(&self, session: &str) -> SessionKeyStore {
-        SessionKeyStore::new(self.db().clone(), session)
+        let mut ks = SessionKeyStore::new(self.db().clone(), session);
+        ks.gate = self.write_gate.clone();
+        ks
     }
 }
 

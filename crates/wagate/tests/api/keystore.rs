@@ -423,3 +423,72 @@ dual!(async fn a_sent_message_is_taken_once_and_sessions_never_share_keys(backen
     app.delete(&format!("/api/v1/sessions/{b}")).await.expect(204);
     assert_eq!(app.rows_of("wa_keys", &b).await, 0);
 });
+
+dual!(async fn buffered_inbound_reaches_the_disk_before_any_signal_state_does(backend) {
+    let app = TestApp::new(backend).await;
+    let sid = app.session().await;
+    let engine = app.store.key_store(&sid);
+    let row = |id: &'static str| PendingInboundRow {
+        chat: "c@s.whatsapp.net",
+        sender: "p@s.whatsapp.net",
+        id,
+        message: b"m",
+    };
+    let at = |id: &'static str| PendingInboundKey {
+        chat: "c@s.whatsapp.net",
+        sender: "p@s.whatsapp.net",
+        id,
+    };
+    // Committed by the hook before any Signal write: never written at all.
+    engine.store_pending_inbound_batch(&[row("A")]).await.unwrap();
+    assert!(engine.get_pending_inbound(at("A").chat, at("A").sender, "A").await.unwrap().is_some());
+    engine.delete_pending_inbound_batch(&[at("A")]).await.unwrap();
+    assert_eq!(app.rows_of("wa_keys", &sid).await, 0, "a row that was never needed is never written");
+    // Not committed when the ratchet advance is written: the row is on disk first, where a
+    // restarted gateway (a fresh store) finds it for the server's redelivery.
+    engine.store_pending_inbound_batch(&[row("B"), row("C")]).await.unwrap();
+    engine
+        .put_sessions_batch(&[(Arc::from("p@s.whatsapp.net"), Bytes::from_static(b"ratchet"))])
+        .await
+        .unwrap();
+    let after_restart = app.store.key_store(&sid);
+    for id in ["B", "C"] {
+        assert_eq!(
+            after_restart.get_pending_inbound("c@s.whatsapp.net", "p@s.whatsapp.net", id).await.unwrap(),
+            Some(b"m".to_vec()),
+            "{id}"
+        );
+    }
+    // Deleting a row that was written removes it from the disk too.
+    engine.delete_pending_inbound_batch(&[at("B")]).await.unwrap();
+    engine.delete_pending_inbound("c@s.whatsapp.net", "p@s.whatsapp.net", "C").await.unwrap();
+    for id in ["B", "C"] {
+        assert_eq!(
+            after_restart.get_pending_inbound("c@s.whatsapp.net", "p@s.whatsapp.net", id).await.unwrap(),
+            None,
+            "{id}"
+        );
+    }
+    // Every other kind of Signal write settles the buffer too.
+    let mut n = 0;
+    for write in 0..6 {
+        n += 1;
+        let id: &'static str = Box::leak(format!("W{n}").into_boxed_str());
+        engine.store_pending_inbound_batch(&[row(id)]).await.unwrap();
+        match write {
+            0 => engine.put_identity("p@s.whatsapp.net", [1; 32]).await.unwrap(),
+            1 => engine.put_session("p@s.whatsapp.net", b"s").await.unwrap(),
+            2 => engine.remove_prekey(1).await.unwrap(),
+            3 => engine.put_sender_key("g@g.us::p", b"k").await.unwrap(),
+            4 => engine.save_base_key("p@s.whatsapp.net", "X", b"b").await.unwrap(),
+            _ => engine
+                .put_identities_batch(&[(Arc::from("q@lid"), [2; 32])])
+                .await
+                .unwrap(),
+        }
+        assert!(
+            after_restart.get_pending_inbound("c@s.whatsapp.net", "p@s.whatsapp.net", id).await.unwrap().is_some(),
+            "write {write}"
+        );
+    }
+});
