@@ -51,7 +51,7 @@ def wait(what, cond, timeout=120):
 
 def start_gateway(data):
     env = dict(os.environ, WAGATE_LISTEN=f"127.0.0.1:{GW_PORT}", WAGATE_DATA_DIR=data,
-               WAGATE_WA_URL=f"ws://127.0.0.1:{SIM_PORT}/ws/chat", RUST_LOG="warn")
+               WAGATE_WA_URL=f"ws://127.0.0.1:{SIM_PORT}/ws/chat", WAGATE_LOG=os.environ.get("WAGATE_BENCH_LOG", "warn"))
     p = subprocess.Popen([os.path.join(BIN, "wagate"), "serve"], env=env,
                          stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "gw.log"), "a"))
     wait("gateway", lambda: _ok(f"{GW}/readyz"))

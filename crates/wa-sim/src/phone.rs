@@ -601,8 +601,10 @@ impl Phone {
         let t: u64 = attr(node, "t")
             .and_then(|t| t.parse().ok())
             .unwrap_or_else(now_secs);
+        let keep = sim.config().keep_received;
         let mut w = sim.world();
         if let Some(a) = w.accounts.get_mut(&self.phone) {
+            trim(&mut a.receipts, keep, ids.len());
             for id in ids {
                 a.receipts.push(json!({
                     "id": id, "type": kind, "from": phone_from, "chat": from, "timestamp": t,
@@ -812,13 +814,17 @@ impl Phone {
         if let Some(a) = w.accounts.get_mut(&self.phone) {
             // A phone shows a message once: a repeat of the same id from the same sender in the
             // same chat (a sender retrying after a crash) is not a new message.
-            let repeat = a.received.iter().rev().any(|m| {
-                m["id"] == entry["id"] && m["from"] == entry["from"] && m["chat"] == entry["chat"]
-            });
-            if repeat {
+            let k = received_key(&entry);
+            if a.received_keys.contains(&k) {
                 debug!(phone = %self.phone, id, "repeated message id: shown once");
             } else {
-                trim(&mut a.received, sim.config().keep_received, 1);
+                let over = (a.received.len() + 1).saturating_sub(sim.config().keep_received.max(1));
+                for old in a.received.drain(..over.min(a.received.len())) {
+                    if let Some(o) = old.as_object() {
+                        a.received_keys.remove(&received_key(o));
+                    }
+                }
+                a.received_keys.insert(k);
                 a.received.push(Value::Object(entry));
             }
         }
@@ -849,6 +855,12 @@ impl Phone {
         crate::route::route_receipt(&mut w, (&self.phone, 0), &b.build());
         Ok(())
     }
+}
+
+/// What makes a received message the same message: its chat, sender and id.
+fn received_key(entry: &serde_json::Map<String, Value>) -> String {
+    let f = |k: &str| entry.get(k).and_then(Value::as_str).unwrap_or_default();
+    format!("{}|{}|{}", f("chat"), f("from"), f("id"))
 }
 
 /// Makes room for `adding` more entries under `keep`.

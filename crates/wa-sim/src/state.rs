@@ -1,7 +1,7 @@
 //! The simulator's world: accounts and their devices, the number directory,
 //! live connections, faults, and what was recorded for the control API.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -98,6 +98,8 @@ pub struct Account {
     pub person: bool,
     /// What the phone received (decrypted), oldest first.
     pub received: Vec<serde_json::Value>,
+    /// `chat|from|id` of each entry of `received`, to show a repeated message once.
+    pub received_keys: HashSet<String>,
     /// Receipts the phone got for what this account sent.
     pub receipts: Vec<serde_json::Value>,
     /// History the phone pushes to each newly linked device.
@@ -340,6 +342,7 @@ impl World {
                 phone_tx,
                 person: false,
                 received: Vec::new(),
+                received_keys: HashSet::new(),
                 receipts: Vec::new(),
                 history: None,
                 app_state: BTreeMap::new(),

@@ -10,7 +10,7 @@
 use serde::Serialize;
 
 use super::records::{ChatRecord, MessageStatus};
-use super::{on_db, Store};
+use super::{on_db, sql, Db, Store};
 use crate::domain::Jid;
 
 /// Attachment metadata (the bytes live elsewhere).
@@ -296,12 +296,97 @@ impl Store {
                 }
             }
         }
-        let recorded = {
-            let _w = self.write_gate().await;
-            on_db!(self, ingest::messages(session, msgs, changes, opts))?
+        let recorded = match &self.inbound_queue {
+            Some(queue) => {
+                self.record_queued(queue, session, msgs, changes, opts)
+                    .await?
+            }
+            None => {
+                let _w = self.write_gate().await;
+                on_db!(self, ingest::messages(session, msgs, changes, opts))?
+            }
         };
         self.forget_media(&files).await;
         Ok(recorded)
+    }
+
+    /// SQLite's group commit: the caller queues its job, then takes the write gate; whoever
+    /// holds the gate commits every queued job in one transaction (each applied as alone, in
+    /// queue order) and hands each caller its result. Sessions whose chats receive at once then
+    /// share one transaction instead of queueing for one each. When the shared transaction
+    /// fails, each job runs alone, so one bad job cannot fail the others.
+    async fn record_queued(
+        &self,
+        queue: &std::sync::Mutex<Vec<QueuedInbound>>,
+        session: &str,
+        msgs: &[NewMessage],
+        changes: &[MessageChange],
+        opts: RecordOptions,
+    ) -> anyhow::Result<Vec<Recorded>> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        lock(queue).push(QueuedInbound {
+            session: session.to_owned(),
+            msgs: msgs.to_vec(),
+            changes: changes.to_vec(),
+            opts,
+            done,
+        });
+        {
+            let _w = self.write_gate().await;
+            let jobs: Vec<QueuedInbound> = {
+                let mut q = lock(queue);
+                let n = q.len().min(MAX_JOBS_PER_COMMIT);
+                q.drain(..n).collect()
+            };
+            if !jobs.is_empty() {
+                self.commit_queued(jobs).await;
+            }
+        }
+        match result.await {
+            Ok(r) => Ok(r?),
+            // Only if the caller that held the gate was cancelled mid-commit: nothing was
+            // acknowledged, so WhatsApp delivers the message again.
+            Err(_) => Err(anyhow::anyhow!(
+                "the shared ingest transaction was interrupted"
+            )),
+        }
+    }
+
+    async fn commit_queued(&self, jobs: Vec<QueuedInbound>) {
+        let shared = {
+            let batch: Vec<sql::sqlite::ingest::InboundJob<'_>> = jobs
+                .iter()
+                .map(|j| sql::sqlite::ingest::InboundJob {
+                    session: &j.session,
+                    msgs: &j.msgs,
+                    changes: &j.changes,
+                    opts: j.opts,
+                })
+                .collect();
+            match self.db() {
+                Db::Sqlite(pool) => sql::sqlite::ingest::messages_batch(pool, &batch).await,
+                Db::Postgres(_) => unreachable!("only SQLite queues inbound messages"),
+            }
+        };
+        match shared {
+            Ok(results) => {
+                for (job, r) in jobs.into_iter().zip(results) {
+                    let _ = job.done.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                if jobs.len() > 1 {
+                    tracing::debug!(error = %e, jobs = jobs.len(), "shared ingest failed; committing each job alone");
+                }
+                for job in jobs {
+                    let r = on_db!(
+                        self,
+                        ingest::messages(&job.session, &job.msgs, &job.changes, job.opts)
+                    );
+                    let _ = job.done.send(r);
+                }
+            }
+        }
     }
 
     /// Applies a receipt: the messages' status moves forward. Returns how many changed.
@@ -447,4 +532,20 @@ impl Store {
         let _w = self.write_gate().await;
         Ok(on_db!(self, ingest::history(session, batch))?)
     }
+}
+
+/// The most queued jobs one shared transaction takes (the rest go to the next gate holder).
+const MAX_JOBS_PER_COMMIT: usize = 256;
+
+/// A caller's inbound job waiting for SQLite's write gate (see `Store::record_inbound`).
+pub(crate) struct QueuedInbound {
+    session: String,
+    msgs: Vec<NewMessage>,
+    changes: Vec<MessageChange>,
+    opts: RecordOptions,
+    done: tokio::sync::oneshot::Sender<sqlx::Result<Vec<Recorded>>>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -70,6 +70,9 @@ pub struct Store {
     write_gate: Option<Arc<Mutex<()>>>,
     /// The on-disk media store, whose files go with their message (revoke) or session (delete).
     media_dir: Option<Arc<std::path::PathBuf>>,
+    /// SQLite: inbound messages waiting for the write gate, committed together by whichever
+    /// caller takes it next (see `Store::record_inbound`).
+    inbound_queue: Option<Arc<std::sync::Mutex<Vec<ingest::QueuedInbound>>>>,
 }
 
 /// A held write permit (a no-op on PostgreSQL).
@@ -129,8 +132,7 @@ impl Store {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(10))
-                    .pragma("mmap_size", "1073741824");
+                    .busy_timeout(Duration::from_secs(10));
                 let pool = SqlitePoolOptions::new()
                     .max_connections(max)
                     .min_connections(0)
@@ -153,10 +155,12 @@ impl Store {
             }
         };
         let write_gate = (kind == DbKind::Sqlite).then(|| Arc::new(Mutex::new(())));
+        let inbound_queue = (kind == DbKind::Sqlite).then(Arc::default);
         Ok(Store {
             db,
             write_gate,
             media_dir: None,
+            inbound_queue,
         })
     }
 

@@ -178,3 +178,55 @@ dual!(async fn edits_revokes_and_reactions_change_the_stored_copy_once(backend) 
         .collect();
     assert_eq!(got, want);
 });
+
+dual!(async fn concurrent_inbound_of_many_sessions_is_stored_whole_and_stays_in_its_org(backend) {
+    // On SQLite concurrent callers share transactions (group commit); on PostgreSQL they run
+    // side by side. Either way each caller gets its own rows, counts and events, and a job of
+    // a deleted session records nothing without failing the jobs it shares a commit with.
+    let app = std::sync::Arc::new(TestApp::new(backend).await);
+    let a = app.session().await;
+    let b = app.session_of("org-b").await;
+    let gone = app.session().await;
+    app.delete(&format!("/api/v1/sessions/{gone}")).await.expect(204);
+    let mut tasks = Vec::new();
+    for (w, sid) in [(0, &a), (1, &a), (2, &b), (3, &b), (4, &gone)] {
+        let (app, sid) = (app.clone(), sid.clone());
+        tasks.push(tokio::spawn(async move {
+            let chat = format!("10{w}@s.whatsapp.net");
+            let mut n = 0;
+            for i in 0..30 {
+                let m = text(&chat, &format!("W{w}-{i}"), false, 100 + i);
+                let again = text(&chat, &format!("W{w}-{i}"), false, 100 + i);
+                let r = app
+                    .store
+                    .record_inbound(&sid, &[m, again], &[], RecordOptions::default())
+                    .await
+                    .unwrap();
+                n += r.iter().filter(|r| r.inserted).count();
+            }
+            n
+        }));
+    }
+    let mut inserted = Vec::new();
+    for t in tasks {
+        inserted.push(t.await.unwrap());
+    }
+    assert_eq!(inserted, vec![30, 30, 30, 30, 0]);
+    for (w, sid) in [(0, &a), (1, &a)] {
+        let c = app.get(&format!("/api/v1/sessions/{sid}/chats/10{w}@s.whatsapp.net")).await.json();
+        assert_eq!(c["unreadCount"], 30, "{c}");
+    }
+    let key_b = app.key("org-b", "read,events").await;
+    for (sid, token) in [(&b, Some(key_b.as_str())), (&a, None)] {
+        let url = "/api/v1/events?event=message&limit=200";
+        let v = match token {
+            Some(t) => app.call(Method::GET, url, Some(t), None).await.json(),
+            None => app.get(url).await.json(),
+        };
+        let events = v["data"].as_array().unwrap();
+        assert_eq!(events.len(), 60, "{v}");
+        assert!(events.iter().all(|e| e["session"] == sid.as_str()), "{v}");
+    }
+    let c = app.get(&format!("/api/v1/sessions/{b}/chats/102@s.whatsapp.net")).await;
+    assert_ne!(c.status, 200, "org-a's key never sees org-b's chat");
+});

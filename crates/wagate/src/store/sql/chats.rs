@@ -44,6 +44,58 @@ pub async fn by_id(conn: &mut Conn, id: i64) -> sqlx::Result<Option<ChatRecord>>
 /// The chat for `jid` (with the person's other address `alt`, when WhatsApp gave it), created
 /// empty when new. A person's direct chat is found through their contact, whichever address
 /// the message used.
+/// A person's existing direct chat, found in one query: the contact that already holds `jid`
+/// (and `alt`, WhatsApp's other address for them, when given) and that contact's chat, with
+/// the contact's push name. `None` whenever [`ensure`] would have to create or link something;
+/// where this answers, `ensure` gives the same chat and contact and changes nothing.
+pub async fn known_dm(
+    conn: &mut Conn,
+    s: &str,
+    jid: &Jid,
+    alt: Option<&Jid>,
+) -> sqlx::Result<Option<(i64, i64, Option<String>)>> {
+    let (lid, phone) = match alt {
+        Some(a) if jid.is_lid() && a.is_phone() => {
+            (Some(jid.to_string()), Some(a.user().to_owned()))
+        }
+        Some(a) if jid.is_phone() && a.is_lid() => {
+            (Some(a.to_string()), Some(jid.user().to_owned()))
+        }
+        _ if jid.is_lid() => (Some(jid.to_string()), None),
+        _ => (None, Some(jid.user().to_owned())),
+    };
+    type Hit = (
+        i64,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+    );
+    let rows: Vec<Hit> = sqlx::query_as(
+        "SELECT c.id, c.lid, c.phone, c.push_name, (SELECT ch.id FROM chats ch WHERE ch.contact_id = c.id LIMIT 1)
+           FROM contacts c WHERE c.session_id = $1 AND c.lid = $2
+         UNION ALL
+         SELECT c.id, c.lid, c.phone, c.push_name, (SELECT ch.id FROM chats ch WHERE ch.contact_id = c.id LIMIT 1)
+           FROM contacts c WHERE c.session_id = $1 AND c.phone = $3",
+    )
+    .bind(s)
+    .bind(&lid)
+    .bind(&phone)
+    .fetch_all(&mut *conn)
+    .await?;
+    let Some((id, has_lid, has_phone, push, chat)) = rows.first().cloned() else {
+        return Ok(None);
+    };
+    // One contact holding every given address (a pair must already be linked).
+    let one = rows.iter().all(|r| r.0 == id)
+        && (lid.is_none() || has_lid == lid)
+        && (phone.is_none() || has_phone == phone);
+    Ok(match chat {
+        Some(chat) if one => Some((chat, id, push)),
+        _ => None,
+    })
+}
+
 pub async fn ensure(
     conn: &mut Conn,
     s: &str,

@@ -32,24 +32,119 @@ async fn open(pool: &Pool, session: &str) -> sqlx::Result<Option<(Tx, Outbox)>> 
     }
 }
 
-/// Writes a `chat.update` / `contact.update` event for each chat and contact the transaction
-/// changed, then the drafted events, then commits.
-async fn close(mut tx: Tx, s: &str, t: Touched, mut out: Outbox) -> sqlx::Result<()> {
-    // Chats and contacts come before the messages that mention them.
+/// Puts a `chat.update` / `contact.update` event for each chat and contact in `t` before the
+/// drafted events (chats and contacts come before the messages that mention them).
+async fn with_touched(
+    conn: &mut Conn,
+    s: &str,
+    t: Touched,
+    mut out: Outbox,
+) -> sqlx::Result<Outbox> {
     let mut first = Outbox::new(out.org.clone());
     for id in &t.chats {
-        if let Some(c) = super::chats::by_id(&mut tx, *id).await? {
+        if let Some(c) = super::chats::by_id(&mut *conn, *id).await? {
             first.push(Some(s), kind::CHAT_UPDATE, &Chat::from(c));
         }
     }
     for id in &t.contacts {
-        if let Some(c) = super::people::record(&mut tx, *id).await? {
+        if let Some(c) = super::people::record(&mut *conn, *id).await? {
             first.push(Some(s), kind::CONTACT_UPDATE, &Contact::from(c));
         }
     }
     out.drafts.splice(0..0, first.drafts);
+    Ok(out)
+}
+
+/// Writes a `chat.update` / `contact.update` event for each chat and contact the transaction
+/// changed, then the drafted events, then commits.
+async fn close(mut tx: Tx, s: &str, t: Touched, out: Outbox) -> sqlx::Result<()> {
+    let out = with_touched(&mut tx, s, t, out).await?;
     super::events::flush(&mut tx, &out).await?;
     tx.commit().await
+}
+
+/// One caller's inbound messages and changes (see [`messages`]).
+#[allow(dead_code)]
+pub struct InboundJob<'a> {
+    pub session: &'a str,
+    pub msgs: &'a [NewMessage],
+    pub changes: &'a [MessageChange],
+    pub opts: RecordOptions,
+}
+
+/// Several callers' inbound messages in one transaction. The jobs of one session (with the same
+/// options) are recorded together, as one batch in job order, each job's changes after them;
+/// a job of a session that no longer exists records nothing. Returns each job's rows.
+#[allow(dead_code)] // SQLite's single writer batches; PostgreSQL's writers run side by side.
+pub async fn messages_batch(
+    pool: &Pool,
+    jobs: &[InboundJob<'_>],
+) -> sqlx::Result<Vec<Vec<Recorded>>> {
+    // Groups of jobs: same session and options, in the order each group first appears.
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let same = |g: &&mut Vec<usize>| {
+            let first = &jobs[g[0]];
+            first.session == job.session
+                && first.opts.count_unread == job.opts.count_unread
+                && first.opts.emit_events == job.opts.emit_events
+        };
+        match groups.iter_mut().find(|g| same(g)) {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    retrying!(
+        async {
+            let mut tx = super::begin(pool).await?;
+            let mut orgs: Vec<(&str, Option<String>)> = Vec::new();
+            // One outbox per organization, in the order the groups first name it.
+            let mut outs: Vec<Outbox> = Vec::new();
+            let mut results: Vec<Vec<Recorded>> = vec![Vec::new(); jobs.len()];
+            for group in &groups {
+                let first = &jobs[group[0]];
+                let s = first.session;
+                let org = match orgs.iter().find(|(o, _)| *o == s) {
+                    Some((_, org)) => org.clone(),
+                    None => {
+                        super::lock_session(&mut tx, s).await?;
+                        let org = super::sessions::org_of(&mut tx, s).await?;
+                        orgs.push((s, org.clone()));
+                        org
+                    }
+                };
+                let Some(org) = org else { continue };
+                let (mut t, mut out) = (Touched::default(), Outbox::new(org));
+                let msgs: Vec<NewMessage> = group
+                    .iter()
+                    .flat_map(|&i| jobs[i].msgs.iter().cloned())
+                    .collect();
+                let mut recorded =
+                    super::messages::record(&mut tx, s, &msgs, first.opts, &mut t, &mut out)
+                        .await?
+                        .into_iter();
+                for &i in group {
+                    results[i] = recorded.by_ref().take(jobs[i].msgs.len()).collect();
+                }
+                for &i in group {
+                    for c in jobs[i].changes {
+                        super::messages::change(&mut tx, s, c, &mut out).await?;
+                    }
+                }
+                let out = with_touched(&mut tx, s, t, out).await?;
+                match outs.iter_mut().find(|o| o.org == out.org) {
+                    Some(o) => o.drafts.extend(out.drafts),
+                    None => outs.push(out),
+                }
+            }
+            for out in &outs {
+                super::events::flush(&mut tx, out).await?;
+            }
+            tx.commit().await?;
+            Ok(results)
+        }
+        .await
+    )
 }
 
 pub async fn messages(

@@ -65,8 +65,9 @@ pub async fn record(
     out: &mut Outbox,
 ) -> sqlx::Result<Vec<Recorded>> {
     let now = now_ms();
-    // (chat, alt) → chat id, and the DM partner's contact.
-    let mut chats: HashMap<(String, Option<String>), (i64, Option<i64>)> = HashMap::new();
+    // (chat, alt) → chat id, the DM partner's contact and, when known, their push name now.
+    type Known = (i64, Option<i64>, Option<Option<String>>);
+    let mut chats: HashMap<(String, Option<String>), Known> = HashMap::new();
     let mut chat_of: Vec<i64> = Vec::with_capacity(msgs.len());
     let mut seen: HashMap<(String, Option<String>, Option<String>), ()> = HashMap::new();
     for m in msgs {
@@ -74,12 +75,23 @@ pub async fn record(
             m.chat.to_string(),
             m.chat_alt.as_ref().map(|j| j.to_string()),
         );
-        let (chat_id, partner) = match chats.get(&key) {
-            Some(v) => *v,
+        let (chat_id, partner, push_now) = match chats.get(&key) {
+            Some(v) => v.clone(),
             None => {
-                let v =
-                    super::chats::ensure(&mut *conn, s, &m.chat, m.chat_alt.as_ref(), t).await?;
-                chats.insert(key, v);
+                let alt = m.chat_alt.as_ref();
+                let known = match m.chat.chat_kind() {
+                    ChatKind::Dm => super::chats::known_dm(&mut *conn, s, &m.chat, alt).await?,
+                    _ => None,
+                };
+                let v = match known {
+                    Some((chat, contact, push)) => (chat, Some(contact), Some(push)),
+                    None => {
+                        let (chat, contact) =
+                            super::chats::ensure(&mut *conn, s, &m.chat, alt, t).await?;
+                        (chat, contact, None)
+                    }
+                };
+                chats.insert(key.clone(), v.clone());
                 v
             }
         };
@@ -100,16 +112,18 @@ pub async fn record(
         }
         match m.chat.chat_kind() {
             ChatKind::Dm => {
-                if let Some(c) = partner {
-                    super::people::set_names(
-                        &mut *conn,
-                        c,
-                        m.sender_name.as_deref(),
-                        None,
-                        None,
-                        t,
-                    )
-                    .await?;
+                let name = m
+                    .sender_name
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty());
+                let unchanged =
+                    name.is_none() || matches!(&push_now, Some(now) if now.as_deref() == name);
+                if let (Some(c), false) = (partner, unchanged) {
+                    super::people::set_names(&mut *conn, c, name, None, None, t).await?;
+                    if let Some(v) = chats.get_mut(&key) {
+                        v.2 = Some(name.map(str::to_owned));
+                    }
                 }
             }
             ChatKind::Group => {
