@@ -363,9 +363,11 @@ impl Store {
                     opts: j.opts,
                 })
                 .collect();
-            match self.db() {
-                Db::Sqlite(pool) => sql::sqlite::ingest::messages_batch(pool, &batch).await,
-                Db::Postgres(_) => unreachable!("only SQLite queues inbound messages"),
+            match (&self.writer, self.db()) {
+                (Some(pool), _) | (None, Db::Sqlite(pool)) => {
+                    sql::sqlite::ingest::messages_batch(pool, &batch).await
+                }
+                (None, Db::Postgres(_)) => unreachable!("only SQLite queues inbound messages"),
             }
         };
         match shared {

@@ -1096,7 +1096,11 @@ impl DeviceStore for SessionKeyStore {
 impl super::Store {
     /// The engine's key store of one session.
     pub fn key_store(&self, session: &str) -> SessionKeyStore {
-        let mut ks = SessionKeyStore::new(self.db().clone(), session);
+        let db = match &self.writer {
+            Some(w) => Db::Sqlite(w.clone()),
+            None => self.db().clone(),
+        };
+        let mut ks = SessionKeyStore::new(db, session);
         ks.gate = self.write_gate.clone();
         ks
     }

@@ -73,6 +73,10 @@ pub struct Store {
     /// SQLite: inbound messages waiting for the write gate, committed together by whichever
     /// caller takes it next (see `Store::record_inbound`).
     inbound_queue: Option<Arc<std::sync::Mutex<Vec<ingest::QueuedInbound>>>>,
+    /// SQLite: one connection for the hot writes (inbound messages and the engine's keys), so
+    /// its page cache stays valid between them instead of being dropped by each pool
+    /// connection in turn after another one wrote.
+    writer: Option<SqlitePool>,
 }
 
 /// A held write permit (a no-op on PostgreSQL).
@@ -122,6 +126,7 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let kind = db_kind(url)?;
         let max = max_connections.max(1);
+        let mut writer = None;
         let db = match kind {
             DbKind::Sqlite => {
                 disable_sqlite_memstatus();
@@ -137,9 +142,18 @@ impl Store {
                     .max_connections(max)
                     .min_connections(0)
                     .acquire_timeout(Duration::from_secs(10))
-                    .connect_with(opts)
+                    .connect_with(opts.clone())
                     .await
                     .context("opening the SQLite database")?;
+                writer = Some(
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .min_connections(0)
+                        .acquire_timeout(Duration::from_secs(30))
+                        .connect_with(opts)
+                        .await
+                        .context("opening the SQLite database")?,
+                );
                 Db::Sqlite(pool)
             }
             DbKind::Postgres => {
@@ -161,6 +175,7 @@ impl Store {
             write_gate,
             media_dir: None,
             inbound_queue,
+            writer,
         })
     }
 
@@ -218,6 +233,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(w) = &self.writer {
+            w.close().await;
+        }
         match &self.db {
             Db::Sqlite(p) => p.close().await,
             Db::Postgres(p) => p.close().await,
