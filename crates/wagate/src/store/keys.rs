@@ -11,7 +11,7 @@
 //! message-secret puts, idempotent pending-inbound writes, and the expiry sweeps. Deleting a
 //! session deletes its keys (cascade); [`SessionKeyStore::delete_all`] does it for a logout.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -33,10 +33,20 @@ pub struct SessionKeyStore {
     /// The store's SQLite write gate, taken by every write so the engine's writes queue in
     /// order with the stored copy's instead of polling SQLite's busy handler.
     gate: Option<Arc<Mutex<()>>>,
-    /// Pending-inbound rows not written yet, by key: `(message, stored at)`. See
-    /// [`SessionKeyStore::settle_pending`].
-    pending: Arc<Mutex<HashMap<String, (Vec<u8>, i64)>>>,
+    /// The pending-inbound buffer's state in memory. See [`SessionKeyStore::settle_pending`].
+    pending: Arc<Mutex<Pending>>,
 }
+
+#[derive(Default)]
+struct Pending {
+    /// Rows not written yet, by key: `(message, stored at)`.
+    held: HashMap<String, (Vec<u8>, i64)>,
+    /// Written rows whose messages the hook has committed since: deleted with the next write.
+    done: HashSet<String>,
+}
+
+/// How many committed rows may wait for the next write before they are deleted on their own.
+const MAX_DONE: usize = 1024;
 
 type Row = (String, Vec<u8>, i64, i64);
 
@@ -127,18 +137,54 @@ impl SessionKeyStore {
     /// every message decrypted with it that the durability hook has not committed yet. A
     /// message whose hook commits before the next Signal write never costs a database write
     /// for its buffer row; one that does not (a crash) is redelivered by the server and
-    /// decrypts again, since its ratchet advance was not stored either.
+    /// decrypts again, since its ratchet advance was not stored either. Rows written earlier
+    /// whose messages are committed now are deleted in the same transaction (until then, a
+    /// crash leaves them behind: the server's redelivery replays an already stored message,
+    /// which the idempotent ingest ignores, and the expiry sweep removes them).
     async fn settle_pending(&self) -> Result<()> {
-        let mut held = self.pending.lock().await;
-        if held.is_empty() {
+        self.put_many_settled("", &[], false).await
+    }
+
+    /// `rows` upserted into `ns` in one transaction with the pending-inbound buffer's writes
+    /// (see [`SessionKeyStore::settle_pending`]); with `always` false and nothing held in
+    /// memory, nothing is written.
+    async fn put_many_settled(
+        &self,
+        ns: &str,
+        rows: &[(String, Vec<u8>, i64, i64)],
+        always: bool,
+    ) -> Result<()> {
+        let mut p = self.pending.lock().await;
+        if p.held.is_empty() && !(always && (!rows.is_empty() || !p.done.is_empty())) {
             return Ok(());
         }
-        let rows: Vec<Row> = held
-            .iter()
-            .map(|(k, (v, at))| (k.clone(), v.clone(), *at, 0))
-            .collect();
-        self.put_many("pin", &rows).await?;
-        held.clear();
+        let s = &*self.session;
+        in_tx!(self, |tx| {
+            for k in &p.done {
+                sqlx::query("DELETE FROM wa_keys WHERE session_id = $1 AND ns = 'pin' AND k = $2")
+                    .bind(s)
+                    .bind(k)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            let held = p.held.iter().map(|(k, (v, at))| ("pin", k, v, *at, 0));
+            let rows = rows.iter().map(|(k, v, n1, n2)| (ns, k, v, *n1, *n2));
+            for (ns, k, v, n1, n2) in held.chain(rows) {
+                sqlx::query(UPSERT)
+                    .bind(s)
+                    .bind(ns)
+                    .bind(k)
+                    .bind(v)
+                    .bind(n1)
+                    .bind(n2)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+        });
+        p.held.clear();
+        p.done.clear();
         Ok(())
     }
 
@@ -314,12 +360,11 @@ impl SignalStore for SessionKeyStore {
     }
 
     async fn put_identities_batch(&self, identities: &[(Arc<str>, [u8; 32])]) -> Result<()> {
-        self.settle_pending().await?;
         let rows: Vec<_> = identities
             .iter()
             .map(|(a, k)| (a.to_string(), k.to_vec(), 0, 0))
             .collect();
-        self.put_many("id", &rows).await
+        self.put_many_settled("id", &rows, true).await
     }
 
     async fn load_identity(&self, address: &str) -> Result<Option<[u8; 32]>> {
@@ -344,12 +389,11 @@ impl SignalStore for SessionKeyStore {
     }
 
     async fn put_sessions_batch(&self, sessions: &[(Arc<str>, Bytes)]) -> Result<()> {
-        self.settle_pending().await?;
         let rows: Vec<_> = sessions
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_vec(), 0, 0))
             .collect();
-        self.put_many("se", &rows).await
+        self.put_many_settled("se", &rows, true).await
     }
 
     async fn delete_session(&self, address: &str) -> Result<()> {
@@ -905,10 +949,10 @@ impl ProtocolStore for SessionKeyStore {
         id: &str,
         message: &[u8],
     ) -> Result<()> {
-        self.pending
-            .lock()
-            .await
-            .insert(key(&[chat, sender, id]), (message.to_vec(), now_secs()));
+        let k = key(&[chat, sender, id]);
+        let mut p = self.pending.lock().await;
+        p.done.remove(&k);
+        p.held.insert(k, (message.to_vec(), now_secs()));
         Ok(())
     }
 
@@ -919,46 +963,55 @@ impl ProtocolStore for SessionKeyStore {
         id: &str,
     ) -> Result<Option<Vec<u8>>> {
         let k = key(&[chat, sender, id]);
-        if let Some((v, _)) = self.pending.lock().await.get(&k) {
-            return Ok(Some(v.clone()));
+        {
+            let p = self.pending.lock().await;
+            if let Some((v, _)) = p.held.get(&k) {
+                return Ok(Some(v.clone()));
+            }
+            if p.done.contains(&k) {
+                return Ok(None);
+            }
         }
         self.value("pin", &k).await
     }
 
     async fn delete_pending_inbound(&self, chat: &str, sender: &str, id: &str) -> Result<()> {
-        let k = key(&[chat, sender, id]);
-        let mut held = self.pending.lock().await;
-        if held.remove(&k).is_none() {
-            self.del("pin", &k).await?;
-        }
-        Ok(())
+        self.delete_pending_inbound_batch(&[PendingInboundKey { chat, sender, id }])
+            .await
     }
 
     async fn delete_expired_pending_inbound(&self, cutoff_timestamp: i64) -> Result<u32> {
-        let mut held = self.pending.lock().await;
-        let before = held.len();
-        held.retain(|_, (_, at)| *at >= cutoff_timestamp);
-        let in_memory = (before - held.len()) as u32;
+        let mut p = self.pending.lock().await;
+        let before = p.held.len();
+        p.held.retain(|_, (_, at)| *at >= cutoff_timestamp);
+        let in_memory = (before - p.held.len()) as u32;
         Ok(in_memory + self.sweep("pin", cutoff_timestamp, None).await?)
     }
 
     async fn store_pending_inbound_batch(&self, rows: &[PendingInboundRow<'_>]) -> Result<()> {
         let now = now_secs();
-        let mut held = self.pending.lock().await;
+        let mut p = self.pending.lock().await;
         for r in rows {
-            held.insert(key(&[r.chat, r.sender, r.id]), (r.message.to_vec(), now));
+            let k = key(&[r.chat, r.sender, r.id]);
+            p.done.remove(&k);
+            p.held.insert(k, (r.message.to_vec(), now));
         }
         Ok(())
     }
 
     async fn delete_pending_inbound_batch(&self, keys: &[PendingInboundKey<'_>]) -> Result<()> {
-        let mut held = self.pending.lock().await;
-        let written: Vec<String> = keys
-            .iter()
-            .map(|k| key(&[k.chat, k.sender, k.id]))
-            .filter(|k| held.remove(k).is_none())
-            .collect();
-        self.del_many("pin", &written).await
+        let mut p = self.pending.lock().await;
+        for k in keys {
+            let k = key(&[k.chat, k.sender, k.id]);
+            if p.held.remove(&k).is_none() {
+                p.done.insert(k);
+            }
+        }
+        if p.done.len() > MAX_DONE {
+            let done: Vec<String> = p.done.drain().collect();
+            self.del_many("pin", &done).await?;
+        }
+        Ok(())
     }
 }
 

@@ -459,9 +459,17 @@ dual!(async fn buffered_inbound_reaches_the_disk_before_any_signal_state_does(ba
             "{id}"
         );
     }
-    // Deleting a row that was written removes it from the disk too.
+    // A written row whose message is committed is gone for the engine at once and from the
+    // disk with the next write (a crash before that only replays a stored message).
     engine.delete_pending_inbound_batch(&[at("B")]).await.unwrap();
     engine.delete_pending_inbound("c@s.whatsapp.net", "p@s.whatsapp.net", "C").await.unwrap();
+    for id in ["B", "C"] {
+        assert_eq!(engine.get_pending_inbound("c@s.whatsapp.net", "p@s.whatsapp.net", id).await.unwrap(), None, "{id}");
+    }
+    engine
+        .put_sessions_batch(&[(Arc::from("p@s.whatsapp.net"), Bytes::from_static(b"ratchet 2"))])
+        .await
+        .unwrap();
     for id in ["B", "C"] {
         assert_eq!(
             after_restart.get_pending_inbound("c@s.whatsapp.net", "p@s.whatsapp.net", id).await.unwrap(),
@@ -469,6 +477,10 @@ dual!(async fn buffered_inbound_reaches_the_disk_before_any_signal_state_does(ba
             "{id}"
         );
     }
+    assert_eq!(
+        after_restart.get_session("p@s.whatsapp.net").await.unwrap().as_deref(),
+        Some(&b"ratchet 2"[..])
+    );
     // Every other kind of Signal write settles the buffer too.
     let mut n = 0;
     for write in 0..6 {
