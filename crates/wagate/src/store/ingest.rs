@@ -12,6 +12,8 @@ use serde::Serialize;
 use super::records::{ChatRecord, MessageStatus};
 use super::{on_db, sql, Db, Store};
 use crate::domain::Jid;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Attachment metadata (the bytes live elsewhere).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -310,49 +312,74 @@ impl Store {
         Ok(recorded)
     }
 
-    /// SQLite's group commit: the caller queues its job, then takes the write gate; whoever
-    /// holds the gate commits every queued job in one transaction (each applied as alone, in
-    /// queue order) and hands each caller its result. Sessions whose chats receive at once then
-    /// share one transaction instead of queueing for one each. When the shared transaction
-    /// fails, each job runs alone, so one bad job cannot fail the others.
+    /// SQLite's group commit: the caller queues its job and waits for its result; one writer
+    /// task takes the write gate, then every job queued by then, and commits them in one
+    /// transaction (each applied as alone, in queue order). Jobs that arrive while a
+    /// transaction runs go together into the next one, so the busier the node, the larger the
+    /// batches. When a shared transaction fails, each of its jobs runs alone, so one bad job
+    /// cannot fail the others.
     async fn record_queued(
         &self,
-        queue: &std::sync::Mutex<Vec<QueuedInbound>>,
+        queue: &Arc<InboundQueue>,
         session: &str,
         msgs: &[NewMessage],
         changes: &[MessageChange],
         opts: RecordOptions,
     ) -> anyhow::Result<Vec<Recorded>> {
         let (done, result) = tokio::sync::oneshot::channel();
-        lock(queue).push(QueuedInbound {
+        lock(&queue.jobs).push(QueuedInbound {
             session: session.to_owned(),
             msgs: msgs.to_vec(),
             changes: changes.to_vec(),
             opts,
             done,
         });
-        {
-            let _w = self.write_gate().await;
-            let jobs: Vec<QueuedInbound> = {
-                let mut q = lock(queue);
-                let n = q.len().min(MAX_JOBS_PER_COMMIT);
-                q.drain(..n).collect()
-            };
-            if !jobs.is_empty() {
-                self.commit_queued(jobs).await;
-            }
+        if !queue.writer.swap(true, Ordering::AcqRel) {
+            let (store, queue) = (self.clone(), queue.clone());
+            tokio::spawn(async move { store.inbound_writer(queue).await });
         }
+        queue.wake.notify_one();
         match result.await {
             Ok(r) => Ok(r?),
-            // Only if the caller that held the gate was cancelled mid-commit: nothing was
-            // acknowledged, so WhatsApp delivers the message again.
+            // Only if the writer task ended mid-commit (a panic): nothing was acknowledged,
+            // so WhatsApp delivers the message again.
             Err(_) => Err(anyhow::anyhow!(
                 "the shared ingest transaction was interrupted"
             )),
         }
     }
 
+    /// The writer task of [`Store::record_queued`].
+    async fn inbound_writer(self, queue: Arc<InboundQueue>) {
+        /// Lets the next caller start a new writer if this one ends (it only ends by a panic).
+        struct Restart(Arc<InboundQueue>);
+        impl Drop for Restart {
+            fn drop(&mut self) {
+                self.0.writer.store(false, Ordering::Release);
+                self.0.wake.notify_one();
+            }
+        }
+        let _restart = Restart(queue.clone());
+        loop {
+            queue.wake.notified().await;
+            loop {
+                let _w = self.write_gate().await;
+                let jobs: Vec<QueuedInbound> = {
+                    let mut q = lock(&queue.jobs);
+                    let n = q.len().min(MAX_JOBS_PER_COMMIT);
+                    q.drain(..n).collect()
+                };
+                if jobs.is_empty() {
+                    break;
+                }
+                self.commit_queued(jobs).await;
+            }
+        }
+    }
+
     async fn commit_queued(&self, jobs: Vec<QueuedInbound>) {
+        let started = std::time::Instant::now();
+        let n_jobs = jobs.len();
         let shared = {
             let batch: Vec<sql::sqlite::ingest::InboundJob<'_>> = jobs
                 .iter()
@@ -370,6 +397,11 @@ impl Store {
                 (None, Db::Postgres(_)) => unreachable!("only SQLite queues inbound messages"),
             }
         };
+        tracing::trace!(
+            jobs = n_jobs,
+            micros = started.elapsed().as_micros() as u64,
+            "shared ingest transaction"
+        );
         match shared {
             Ok(results) => {
                 for (job, r) in jobs.into_iter().zip(results) {
@@ -538,6 +570,15 @@ impl Store {
 
 /// The most queued jobs one shared transaction takes (the rest go to the next gate holder).
 const MAX_JOBS_PER_COMMIT: usize = 256;
+
+/// SQLite's queue of inbound jobs and its writer task (see `Store::record_queued`).
+#[derive(Default)]
+pub(crate) struct InboundQueue {
+    jobs: std::sync::Mutex<Vec<QueuedInbound>>,
+    wake: tokio::sync::Notify,
+    /// Whether the writer task runs.
+    writer: AtomicBool,
+}
 
 /// A caller's inbound job waiting for SQLite's write gate (see `Store::record_inbound`).
 pub(crate) struct QueuedInbound {

@@ -72,7 +72,7 @@ pub struct Store {
     media_dir: Option<Arc<std::path::PathBuf>>,
     /// SQLite: inbound messages waiting for the write gate, committed together by whichever
     /// caller takes it next (see `Store::record_inbound`).
-    inbound_queue: Option<Arc<std::sync::Mutex<Vec<ingest::QueuedInbound>>>>,
+    inbound_queue: Option<Arc<ingest::InboundQueue>>,
     /// SQLite: one connection for the hot writes (inbound messages and the engine's keys), so
     /// its page cache stays valid between them instead of being dropped by each pool
     /// connection in turn after another one wrote.
