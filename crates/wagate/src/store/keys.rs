@@ -158,7 +158,20 @@ impl SessionKeyStore {
         if p.held.is_empty() && !(always && (!rows.is_empty() || !p.done.is_empty())) {
             return Ok(());
         }
+        self.upsert(ns, rows, Some(&mut p)).await
+    }
+
+    /// Upserts `rows` into `ns` in one transaction; with `pending`, the buffer's held rows are
+    /// written and its committed rows deleted in the same transaction.
+    async fn upsert(
+        &self,
+        ns: &str,
+        rows: &[(String, Vec<u8>, i64, i64)],
+        mut pending: Option<&mut Pending>,
+    ) -> Result<()> {
         let s = &*self.session;
+        let none = Pending::default();
+        let p: &Pending = pending.as_deref().unwrap_or(&none);
         in_tx!(self, |tx| {
             for k in &p.done {
                 sqlx::query("DELETE FROM wa_keys WHERE session_id = $1 AND ns = 'pin' AND k = $2")
@@ -183,8 +196,10 @@ impl SessionKeyStore {
                     .map_err(db_err)?;
             }
         });
-        p.held.clear();
-        p.done.clear();
+        if let Some(p) = pending.as_mut() {
+            p.held.clear();
+            p.done.clear();
+        }
         Ok(())
     }
 
@@ -244,22 +259,13 @@ impl SessionKeyStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let s = &*self.session;
-        in_tx!(self, |tx| {
-            for (k, v, n1, n2) in rows {
-                sqlx::query(UPSERT)
-                    .bind(s)
-                    .bind(ns)
-                    .bind(k)
-                    .bind(v)
-                    .bind(*n1)
-                    .bind(*n2)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-            }
-        });
-        Ok(())
+        self.upsert(ns, rows, None).await
+    }
+
+    /// One Signal-state row, written with the pending-inbound buffer (see `settle_pending`).
+    async fn put_signal(&self, ns: &str, k: &str, v: &[u8]) -> Result<()> {
+        self.put_many_settled(ns, &[(k.to_owned(), v.to_vec(), 0, 0)], true)
+            .await
     }
 
     async fn del(&self, ns: &str, k: &str) -> Result<u64> {
@@ -355,8 +361,7 @@ fn prekey_key(id: u32) -> String {
 #[async_trait]
 impl SignalStore for SessionKeyStore {
     async fn put_identity(&self, address: &str, key: [u8; 32]) -> Result<()> {
-        self.settle_pending().await?;
-        self.put("id", address, &key, 0, 0).await
+        self.put_signal("id", address, &key).await
     }
 
     async fn put_identities_batch(&self, identities: &[(Arc<str>, [u8; 32])]) -> Result<()> {
@@ -384,8 +389,7 @@ impl SignalStore for SessionKeyStore {
     }
 
     async fn put_session(&self, address: &str, session: &[u8]) -> Result<()> {
-        self.settle_pending().await?;
-        self.put("se", address, session, 0, 0).await
+        self.put_signal("se", address, session).await
     }
 
     async fn put_sessions_batch(&self, sessions: &[(Arc<str>, Bytes)]) -> Result<()> {
@@ -511,17 +515,15 @@ impl SignalStore for SessionKeyStore {
     }
 
     async fn put_sender_key(&self, address: &str, record: &[u8]) -> Result<()> {
-        self.settle_pending().await?;
-        self.put("sk", address, record, 0, 0).await
+        self.put_signal("sk", address, record).await
     }
 
     async fn put_sender_keys_batch(&self, sender_keys: &[(Arc<str>, Bytes)]) -> Result<()> {
-        self.settle_pending().await?;
         let rows: Vec<_> = sender_keys
             .iter()
             .map(|(a, r)| (a.to_string(), r.to_vec(), 0, 0))
             .collect();
-        self.put_many("sk", &rows).await
+        self.put_many_settled("sk", &rows, true).await
     }
 
     async fn get_sender_key(&self, address: &str) -> Result<Option<Vec<u8>>> {

@@ -64,7 +64,6 @@ async fn close(mut tx: Tx, s: &str, t: Touched, out: Outbox) -> sqlx::Result<()>
 }
 
 /// One caller's inbound messages and changes (see [`messages`]).
-#[allow(dead_code)]
 pub struct InboundJob<'a> {
     pub session: &'a str,
     pub msgs: &'a [NewMessage],
@@ -75,7 +74,6 @@ pub struct InboundJob<'a> {
 /// Several callers' inbound messages in one transaction. The jobs of one session (with the same
 /// options) are recorded together, as one batch in job order, each job's changes after them;
 /// a job of a session that no longer exists records nothing. Returns each job's rows.
-#[allow(dead_code)] // SQLite's single writer batches; PostgreSQL's writers run side by side.
 pub async fn messages_batch(
     pool: &Pool,
     jobs: &[InboundJob<'_>],
@@ -154,21 +152,16 @@ pub async fn messages(
     changes: &[MessageChange],
     opts: RecordOptions,
 ) -> sqlx::Result<Vec<Recorded>> {
-    retrying!(
-        async {
-            let Some((mut tx, mut out)) = open(pool, s).await? else {
-                return Ok(Vec::new());
-            };
-            let mut t = Touched::default();
-            let r = super::messages::record(&mut tx, s, msgs, opts, &mut t, &mut out).await?;
-            for c in changes {
-                super::messages::change(&mut tx, s, c, &mut out).await?;
-            }
-            close(tx, s, t, out).await?;
-            Ok(r)
-        }
-        .await
-    )
+    let job = InboundJob {
+        session: s,
+        msgs,
+        changes,
+        opts,
+    };
+    Ok(messages_batch(pool, &[job])
+        .await?
+        .pop()
+        .unwrap_or_default())
 }
 
 pub async fn receipt(pool: &Pool, s: &str, r: &Receipt) -> sqlx::Result<u64> {
