@@ -111,8 +111,45 @@ macro_rules! in_tx {
     };
 }
 
+/// Deletes the keys `$keys` of namespace `$ns` inside the transaction `$tx`, in statements of
+/// up to [`KEYS_PER_DELETE`] keys.
+macro_rules! delete_keys {
+    ($tx:ident, $sqlite:expr, $session:expr, $ns:expr, $keys:expr) => {
+        for chunk in $keys.chunks(KEYS_PER_DELETE) {
+            let list: Vec<String> = (3..chunk.len() + 3)
+                .map(|n| placeholder($sqlite, n))
+                .collect();
+            let sql = format!(
+                "DELETE FROM wa_keys WHERE session_id = {} AND ns = {} AND k IN ({})",
+                placeholder($sqlite, 1),
+                placeholder($sqlite, 2),
+                list.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind($session).bind($ns);
+            for k in chunk {
+                q = q.bind(k.as_str());
+            }
+            q.execute(&mut *$tx).await.map_err(db_err)?;
+        }
+    };
+}
+
 const UPSERT: &str = "INSERT INTO wa_keys (session_id, ns, k, v, n1, n2) VALUES ($1, $2, $3, $4, $5, $6)
      ON CONFLICT (session_id, ns, k) DO UPDATE SET v = excluded.v, n1 = excluded.n1, n2 = excluded.n2";
+
+/// Rows per multi-row upsert, keys per multi-key delete.
+const ROWS_PER_UPSERT: usize = 100;
+const KEYS_PER_DELETE: usize = 500;
+
+/// The `n`th parameter of a statement whose parameters are each used once, in order: `?` on
+/// SQLite (sqlx looks a named one up by a linear search), `$n` on PostgreSQL.
+fn placeholder(sqlite: bool, n: usize) -> String {
+    if sqlite {
+        "?".to_owned()
+    } else {
+        format!("${n}")
+    }
+}
 
 impl SessionKeyStore {
     pub fn new(db: Db, session: impl Into<Arc<str>>) -> Self {
@@ -172,28 +209,44 @@ impl SessionKeyStore {
         let s = &*self.session;
         let none = Pending::default();
         let p: &Pending = pending.as_deref().unwrap_or(&none);
+        let sqlite = matches!(self.db, Db::Sqlite(_));
+        // The last write of a key wins (PostgreSQL refuses to upsert one row twice in a
+        // statement).
+        let mut last: HashMap<(&str, &str), usize> = HashMap::new();
+        let held = p.held.iter().map(|(k, (v, at))| ("pin", k, v, *at, 0));
+        let rows: Vec<_> = held
+            .chain(rows.iter().map(|(k, v, n1, n2)| (ns, k, v, *n1, *n2)))
+            .collect();
+        for (i, r) in rows.iter().enumerate() {
+            last.insert((r.0, r.1.as_str()), i);
+        }
+        let rows: Vec<_> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| last[&(r.0, r.1.as_str())] == *i)
+            .map(|(_, r)| r)
+            .collect();
+        let done: Vec<&String> = p.done.iter().collect();
         in_tx!(self, |tx| {
-            for k in &p.done {
-                sqlx::query("DELETE FROM wa_keys WHERE session_id = $1 AND ns = 'pin' AND k = $2")
-                    .bind(s)
-                    .bind(k)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-            }
-            let held = p.held.iter().map(|(k, (v, at))| ("pin", k, v, *at, 0));
-            let rows = rows.iter().map(|(k, v, n1, n2)| (ns, k, v, *n1, *n2));
-            for (ns, k, v, n1, n2) in held.chain(rows) {
-                sqlx::query(UPSERT)
-                    .bind(s)
-                    .bind(ns)
-                    .bind(k)
-                    .bind(v)
-                    .bind(n1)
-                    .bind(n2)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
+            delete_keys!(tx, sqlite, s, "pin", done);
+            for chunk in rows.chunks(ROWS_PER_UPSERT) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|i| {
+                        let cols: Vec<String> =
+                            (1..=6).map(|j| placeholder(sqlite, 6 * i + j)).collect();
+                        format!("({})", cols.join(", "))
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO wa_keys (session_id, ns, k, v, n1, n2) VALUES {}
+                     ON CONFLICT (session_id, ns, k) DO UPDATE SET v = excluded.v, n1 = excluded.n1, n2 = excluded.n2",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(&sql);
+                for (ns, k, v, n1, n2) in chunk {
+                    q = q.bind(s).bind(*ns).bind(*k).bind(*v).bind(*n1).bind(*n2);
+                }
+                q.execute(&mut *tx).await.map_err(db_err)?;
             }
         });
         if let Some(p) = pending.as_mut() {
@@ -288,16 +341,9 @@ impl SessionKeyStore {
             return Ok(());
         }
         let s = &*self.session;
+        let sqlite = matches!(self.db, Db::Sqlite(_));
         in_tx!(self, |tx| {
-            for k in keys {
-                sqlx::query("DELETE FROM wa_keys WHERE session_id = $1 AND ns = $2 AND k = $3")
-                    .bind(s)
-                    .bind(ns)
-                    .bind(k)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-            }
+            delete_keys!(tx, sqlite, s, ns, keys);
         });
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! Chats: the stored copy of a session's conversations, and the SQL behind the chat endpoints.
 
+use std::collections::HashMap;
+
 use super::{Conn, Pool};
 use crate::domain::{now_ms, Cursor, Jid};
 use crate::store::outbox::Touched;
@@ -41,61 +43,130 @@ pub async fn by_id(conn: &mut Conn, id: i64) -> sqlx::Result<Option<ChatRecord>>
         .await
 }
 
-/// The chat for `jid` (with the person's other address `alt`, when WhatsApp gave it), created
-/// empty when new. A person's direct chat is found through their contact, whichever address
-/// the message used.
-/// A person's existing direct chat, found in one query: the contact that already holds `jid`
-/// (and `alt`, WhatsApp's other address for them, when given) and that contact's chat, with
-/// the contact's push name. `None` whenever [`ensure`] would have to create or link something;
-/// where this answers, `ensure` gives the same chat and contact and changes nothing.
-pub async fn known_dm(
+/// Persons' existing direct chats, found in one query for all of `keys` (session, address,
+/// other address): for each key, the contact that already holds the address (and the other
+/// address, when given) and that contact's chat, with the contact's push name. `None` whenever
+/// [`ensure`] would have to create or link something; where this answers, `ensure` gives the
+/// same chat and contact and changes nothing.
+pub async fn known_dms(
     conn: &mut Conn,
-    s: &str,
-    jid: &Jid,
-    alt: Option<&Jid>,
-) -> sqlx::Result<Option<(i64, i64, Option<String>)>> {
-    let (lid, phone) = match alt {
-        Some(a) if jid.is_lid() && a.is_phone() => {
-            (Some(jid.to_string()), Some(a.user().to_owned()))
-        }
-        Some(a) if jid.is_phone() && a.is_lid() => {
-            (Some(a.to_string()), Some(jid.user().to_owned()))
-        }
-        _ if jid.is_lid() => (Some(jid.to_string()), None),
-        _ => (None, Some(jid.user().to_owned())),
-    };
+    keys: &[(&str, &Jid, Option<&Jid>)],
+) -> sqlx::Result<Vec<Option<(i64, i64, Option<String>)>>> {
+    /// Two compound terms per key; SQLite allows 500 in one statement.
+    const KEYS_PER_QUERY: usize = 100;
     type Hit = (
+        i64,
         i64,
         Option<String>,
         Option<String>,
         Option<String>,
         Option<i64>,
     );
-    let rows: Vec<Hit> = sqlx::query_as(
-        "SELECT c.id, c.lid, c.phone, c.push_name, (SELECT ch.id FROM chats ch WHERE ch.contact_id = c.id LIMIT 1)
-           FROM contacts c WHERE c.session_id = $1 AND c.lid = $2
-         UNION ALL
-         SELECT c.id, c.lid, c.phone, c.push_name, (SELECT ch.id FROM chats ch WHERE ch.contact_id = c.id LIMIT 1)
-           FROM contacts c WHERE c.session_id = $1 AND c.phone = $3",
-    )
-    .bind(s)
-    .bind(&lid)
-    .bind(&phone)
-    .fetch_all(&mut *conn)
-    .await?;
-    let Some((id, has_lid, has_phone, push, chat)) = rows.first().cloned() else {
-        return Ok(None);
-    };
-    // One contact holding every given address (a pair must already be linked).
-    let one = rows.iter().all(|r| r.0 == id)
-        && (lid.is_none() || has_lid == lid)
-        && (phone.is_none() || has_phone == phone);
-    Ok(match chat {
-        Some(chat) if one => Some((chat, id, push)),
-        _ => None,
-    })
+    let addresses: Vec<(Option<String>, Option<String>)> = keys
+        .iter()
+        .map(|(_, jid, alt)| match alt {
+            Some(a) if jid.is_lid() && a.is_phone() => {
+                (Some(jid.to_string()), Some(a.user().to_owned()))
+            }
+            Some(a) if jid.is_phone() && a.is_lid() => {
+                (Some(a.to_string()), Some(jid.user().to_owned()))
+            }
+            _ if jid.is_lid() => (Some(jid.to_string()), None),
+            _ => (None, Some(jid.user().to_owned())),
+        })
+        .collect();
+    let mut rows: Vec<Hit> = Vec::new();
+    for (chunk_no, chunk) in keys.chunks(KEYS_PER_QUERY).enumerate() {
+        let base = chunk_no * KEYS_PER_QUERY;
+        // (key, session, column, address) of each term.
+        let terms: Vec<(usize, &str, &str, &String)> = chunk
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (s, _, _))| {
+                let (lid, phone) = &addresses[base + i];
+                let lid = lid.as_ref().map(|a| (base + i, *s, "lid", a));
+                let phone = phone.as_ref().map(|a| (base + i, *s, "phone", a));
+                lid.into_iter().chain(phone)
+            })
+            .collect();
+        let sql: Vec<String> = terms
+            .iter()
+            .enumerate()
+            .map(|(n, (k, _, col, _))| {
+                format!(
+                    "SELECT CAST({k} AS BIGINT), c.id, c.lid, c.phone, c.push_name,
+                       (SELECT ch.id FROM chats ch WHERE ch.contact_id = c.id LIMIT 1)
+                     FROM contacts c WHERE c.session_id = {} AND c.{col} = {}",
+                    super::param(2 * n + 1),
+                    super::param(2 * n + 2),
+                )
+            })
+            .collect();
+        let sql = sql.join(" UNION ALL ");
+        let mut q = sqlx::query_as::<_, Hit>(&sql);
+        for (_, s, _, address) in &terms {
+            q = q.bind(*s).bind(*address);
+        }
+        rows.extend(q.fetch_all(&mut *conn).await?);
+    }
+    Ok(addresses
+        .iter()
+        .enumerate()
+        .map(|(k, (lid, phone))| {
+            let mut hits = rows.iter().filter(|r| r.0 == k as i64);
+            let (_, id, has_lid, has_phone, push, chat) = hits.next()?.clone();
+            // One contact holding every given address (a pair must already be linked).
+            let one = hits.all(|r| r.1 == id)
+                && (lid.is_none() || has_lid == *lid)
+                && (phone.is_none() || has_phone == *phone);
+            chat.filter(|_| one).map(|chat| (chat, id, push))
+        })
+        .collect())
 }
 
+/// Moves chats' activity forward in one statement per 200 chats: for each `(chat, latest
+/// message time, new unread messages)`, the last activity becomes the later of the two and
+/// the unread counter grows. Returns each chat's JID.
+pub async fn note_activity(
+    conn: &mut Conn,
+    chats: &[(i64, i64, i64)],
+    now: i64,
+) -> sqlx::Result<HashMap<i64, String>> {
+    /// One compound term per chat; SQLite allows 500 in one statement.
+    const CHATS_PER_UPDATE: usize = 200;
+    let mut jids = HashMap::with_capacity(chats.len());
+    for chunk in chats.chunks(CHATS_PER_UPDATE) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = |j| super::param(2 + 3 * i + j);
+                format!(
+                    "SELECT CAST({} AS BIGINT) AS id, CAST({} AS BIGINT) AS latest, CAST({} AS BIGINT) AS unread",
+                    p(0),
+                    p(1),
+                    p(2)
+                )
+            })
+            .collect();
+        let sql = format!(
+            "UPDATE chats SET
+                last_message_at = CASE WHEN v.latest > chats.last_message_at THEN v.latest ELSE chats.last_message_at END,
+                unread_count = chats.unread_count + v.unread, updated_at = {}
+             FROM ({}) AS v WHERE chats.id = v.id RETURNING chats.id, chats.jid",
+            super::param(1),
+            values.join(" UNION ALL ")
+        );
+        let mut q = sqlx::query_as::<_, (i64, String)>(&sql).bind(now);
+        for (id, latest, unread) in chunk {
+            q = q.bind(id).bind(latest).bind(unread);
+        }
+        jids.extend(q.fetch_all(&mut *conn).await?);
+    }
+    Ok(jids)
+}
+
+/// The chat for `jid` (with the person's other address `alt`, when WhatsApp gave it), created
+/// empty when new. A person's direct chat is found through their contact, whichever address
+/// the message used.
 pub async fn ensure(
     conn: &mut Conn,
     s: &str,

@@ -92,39 +92,59 @@ pub async fn messages_batch(
             None => groups.push(vec![i]),
         }
     }
+    // Each session once, in a fixed order (PostgreSQL locks them).
+    let mut sessions: Vec<&str> = jobs.iter().map(|j| j.session).collect();
+    sessions.sort_unstable();
+    sessions.dedup();
     retrying!(
         async {
             let mut tx = super::begin(pool).await?;
-            let mut orgs: Vec<(&str, Option<String>)> = Vec::new();
+            for s in &sessions {
+                super::lock_session(&mut tx, s).await?;
+            }
+            let orgs = super::sessions::orgs_of(&mut tx, &sessions).await?;
+            // The groups of sessions that still exist, each with its messages.
+            let live: Vec<(&Vec<usize>, &String, Vec<NewMessage>)> = groups
+                .iter()
+                .filter_map(|g| {
+                    let org = orgs.get(jobs[g[0]].session)?;
+                    let msgs = g
+                        .iter()
+                        .flat_map(|&i| jobs[i].msgs.iter().cloned())
+                        .collect();
+                    Some((g, org, msgs))
+                })
+                .collect();
+            let mut touched: Vec<(Touched, Outbox)> = live
+                .iter()
+                .map(|(_, org, _)| (Touched::default(), Outbox::new(org.as_str())))
+                .collect();
+            let recorded = {
+                let mut parts: Vec<super::messages::Part<'_>> = live
+                    .iter()
+                    .zip(touched.iter_mut())
+                    .map(|((g, _, msgs), (t, out))| super::messages::Part {
+                        session: jobs[g[0]].session,
+                        msgs,
+                        opts: jobs[g[0]].opts,
+                        t,
+                        out,
+                    })
+                    .collect();
+                super::messages::record_parts(&mut tx, &mut parts).await?
+            };
+            let mut results: Vec<Vec<Recorded>> = vec![Vec::new(); jobs.len()];
             // One outbox per organization, in the order the groups first name it.
             let mut outs: Vec<Outbox> = Vec::new();
-            let mut results: Vec<Vec<Recorded>> = vec![Vec::new(); jobs.len()];
-            for group in &groups {
-                let first = &jobs[group[0]];
-                let s = first.session;
-                let org = match orgs.iter().find(|(o, _)| *o == s) {
-                    Some((_, org)) => org.clone(),
-                    None => {
-                        super::lock_session(&mut tx, s).await?;
-                        let org = super::sessions::org_of(&mut tx, s).await?;
-                        orgs.push((s, org.clone()));
-                        org
-                    }
-                };
-                let Some(org) = org else { continue };
-                let (mut t, mut out) = (Touched::default(), Outbox::new(org));
-                let msgs: Vec<NewMessage> = group
-                    .iter()
-                    .flat_map(|&i| jobs[i].msgs.iter().cloned())
-                    .collect();
-                let mut recorded =
-                    super::messages::record(&mut tx, s, &msgs, first.opts, &mut t, &mut out)
-                        .await?
-                        .into_iter();
-                for &i in group {
+            for (((group, _, _), (t, mut out)), recorded) in
+                live.iter().zip(touched).zip(recorded)
+            {
+                let s = jobs[group[0]].session;
+                let mut recorded = recorded.into_iter();
+                for &i in group.iter() {
                     results[i] = recorded.by_ref().take(jobs[i].msgs.len()).collect();
                 }
-                for &i in group {
+                for &i in group.iter() {
                     for c in jobs[i].changes {
                         super::messages::change(&mut tx, s, c, &mut out).await?;
                     }

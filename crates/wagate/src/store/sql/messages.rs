@@ -64,90 +64,175 @@ pub async fn record(
     t: &mut Touched,
     out: &mut Outbox,
 ) -> sqlx::Result<Vec<Recorded>> {
+    let mut parts = [Part {
+        session: s,
+        msgs,
+        opts,
+        t,
+        out,
+    }];
+    Ok(record_parts(conn, &mut parts)
+        .await?
+        .pop()
+        .unwrap_or_default())
+}
+
+/// One session's messages in [`record_parts`], with what recording them touches and the events
+/// it drafts.
+pub struct Part<'a> {
+    pub session: &'a str,
+    pub msgs: &'a [NewMessage],
+    pub opts: RecordOptions,
+    pub t: &'a mut Touched,
+    pub out: &'a mut Outbox,
+}
+
+/// [`record`] for the batches of several sessions at once, in few statements: the known direct
+/// chats of all of them are found in one query, the messages inserted in multi-row statements
+/// and the chats' activity moved in one. Returns each part's outcomes.
+pub async fn record_parts(
+    conn: &mut Conn,
+    parts: &mut [Part<'_>],
+) -> sqlx::Result<Vec<Vec<Recorded>>> {
     let now = now_ms();
-    // (chat, alt) → chat id, the DM partner's contact and, when known, their push name now.
+    // (session, chat, alt) → chat id, the DM partner's contact and, when known, their push
+    // name now.
+    type Key = (String, String, Option<String>);
     type Known = (i64, Option<i64>, Option<Option<String>>);
-    let mut chats: HashMap<(String, Option<String>), Known> = HashMap::new();
-    let mut chat_of: Vec<i64> = Vec::with_capacity(msgs.len());
-    let mut seen: HashMap<(String, Option<String>, Option<String>), ()> = HashMap::new();
-    for m in msgs {
-        let key = (
+    let key_of = |s: &str, m: &NewMessage| -> Key {
+        (
+            s.to_owned(),
             m.chat.to_string(),
             m.chat_alt.as_ref().map(|j| j.to_string()),
-        );
-        let (chat_id, partner, push_now) = match chats.get(&key) {
-            Some(v) => v.clone(),
-            None => {
-                let alt = m.chat_alt.as_ref();
-                let known = match m.chat.chat_kind() {
-                    ChatKind::Dm => super::chats::known_dm(&mut *conn, s, &m.chat, alt).await?,
-                    _ => None,
-                };
-                let v = match known {
-                    Some((chat, contact, push)) => (chat, Some(contact), Some(push)),
-                    None => {
-                        let (chat, contact) =
-                            super::chats::ensure(&mut *conn, s, &m.chat, alt, t).await?;
-                        (chat, contact, None)
-                    }
-                };
-                chats.insert(key.clone(), v.clone());
-                v
+        )
+    };
+
+    // Direct chats that already exist, for every part in one go.
+    let mut dms: Vec<(&str, &NewMessage)> = Vec::new();
+    let mut listed: HashMap<Key, usize> = HashMap::new();
+    for p in parts.iter() {
+        for m in p.msgs.iter().filter(|m| m.chat.chat_kind() == ChatKind::Dm) {
+            let n = dms.len();
+            if let std::collections::hash_map::Entry::Vacant(e) = listed.entry(key_of(p.session, m))
+            {
+                e.insert(n);
+                dms.push((p.session, m));
             }
-        };
-        chat_of.push(chat_id);
-        if m.from_me {
-            continue;
-        }
-        let sender_key = (
-            m.sender
-                .as_ref()
-                .map(|j| j.to_string())
-                .unwrap_or_else(|| m.chat.to_string()),
-            m.sender_lid.as_ref().map(|j| j.to_string()),
-            m.sender_name.clone(),
-        );
-        if seen.insert(sender_key, ()).is_some() {
-            continue;
-        }
-        match m.chat.chat_kind() {
-            ChatKind::Dm => {
-                let name = m
-                    .sender_name
-                    .as_deref()
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty());
-                let unchanged =
-                    name.is_none() || matches!(&push_now, Some(now) if now.as_deref() == name);
-                if let (Some(c), false) = (partner, unchanged) {
-                    super::people::set_names(&mut *conn, c, name, None, None, t).await?;
-                    if let Some(v) = chats.get_mut(&key) {
-                        v.2 = Some(name.map(str::to_owned));
-                    }
-                }
-            }
-            ChatKind::Group => {
-                if let Some(sender) = &m.sender {
-                    let alt = m.sender_lid.as_ref().filter(|l| *l != sender);
-                    let c = super::people::person_with_alt(&mut *conn, s, sender, alt, t).await?;
-                    super::people::mark_in_group(&mut *conn, c, t).await?;
-                    super::people::set_names(
-                        &mut *conn,
-                        c,
-                        m.sender_name.as_deref(),
-                        None,
-                        None,
-                        t,
-                    )
-                    .await?;
-                }
-            }
-            _ => {}
         }
     }
+    let lookups: Vec<(&str, &crate::domain::Jid, Option<&crate::domain::Jid>)> = dms
+        .iter()
+        .map(|(s, m)| (*s, &m.chat, m.chat_alt.as_ref()))
+        .collect();
+    let prefetched = super::chats::known_dms(&mut *conn, &lookups).await?;
 
-    let mut results: Vec<Option<Recorded>> = vec![None; msgs.len()];
-    for (chunk_no, chunk) in msgs.chunks(ROWS_PER_INSERT).enumerate() {
+    let mut chats: HashMap<Key, Known> = HashMap::new();
+    // Sessions whose people or chats this call changed: their prefetched answers may be stale.
+    let mut changed: std::collections::HashSet<String> = Default::default();
+    let mut chat_of: Vec<Vec<i64>> = Vec::with_capacity(parts.len());
+    for p in parts.iter_mut() {
+        let s = p.session;
+        let mut ids = Vec::with_capacity(p.msgs.len());
+        let mut seen: HashMap<(String, Option<String>, Option<String>), ()> = HashMap::new();
+        for m in p.msgs {
+            let key = key_of(s, m);
+            let (chat_id, partner, push_now) = match chats.get(&key) {
+                Some(v) => v.clone(),
+                None => {
+                    let alt = m.chat_alt.as_ref();
+                    let known = match m.chat.chat_kind() {
+                        ChatKind::Dm if changed.contains(s) => super::chats::known_dms(
+                            &mut *conn,
+                            &[(s, &m.chat, alt)],
+                        )
+                        .await?
+                        .pop()
+                        .flatten(),
+                        ChatKind::Dm => listed.get(&key).and_then(|&n| prefetched[n].clone()),
+                        _ => None,
+                    };
+                    let v = match known {
+                        Some((chat, contact, push)) => (chat, Some(contact), Some(push)),
+                        None => {
+                            changed.insert(s.to_owned());
+                            let (chat, contact) =
+                                super::chats::ensure(&mut *conn, s, &m.chat, alt, p.t).await?;
+                            (chat, contact, None)
+                        }
+                    };
+                    chats.insert(key.clone(), v.clone());
+                    v
+                }
+            };
+            ids.push(chat_id);
+            if m.from_me {
+                continue;
+            }
+            let sender_key = (
+                m.sender
+                    .as_ref()
+                    .map(|j| j.to_string())
+                    .unwrap_or_else(|| m.chat.to_string()),
+                m.sender_lid.as_ref().map(|j| j.to_string()),
+                m.sender_name.clone(),
+            );
+            if seen.insert(sender_key, ()).is_some() {
+                continue;
+            }
+            match m.chat.chat_kind() {
+                ChatKind::Dm => {
+                    let name = m
+                        .sender_name
+                        .as_deref()
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty());
+                    let unchanged =
+                        name.is_none() || matches!(&push_now, Some(now) if now.as_deref() == name);
+                    if let (Some(c), false) = (partner, unchanged) {
+                        super::people::set_names(&mut *conn, c, name, None, None, p.t).await?;
+                        if let Some(v) = chats.get_mut(&key) {
+                            v.2 = Some(name.map(str::to_owned));
+                        }
+                    }
+                }
+                ChatKind::Group => {
+                    if let Some(sender) = &m.sender {
+                        changed.insert(s.to_owned());
+                        let alt = m.sender_lid.as_ref().filter(|l| *l != sender);
+                        let c =
+                            super::people::person_with_alt(&mut *conn, s, sender, alt, p.t).await?;
+                        super::people::mark_in_group(&mut *conn, c, p.t).await?;
+                        super::people::set_names(
+                            &mut *conn,
+                            c,
+                            m.sender_name.as_deref(),
+                            None,
+                            None,
+                            p.t,
+                        )
+                        .await?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        chat_of.push(ids);
+    }
+
+    // Every part's messages, in order, with their chat.
+    let all: Vec<(usize, &str, &NewMessage, i64)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(n, p)| {
+            let ids = &chat_of[n];
+            p.msgs
+                .iter()
+                .zip(ids)
+                .map(move |(m, &chat)| (n, p.session, m, chat))
+        })
+        .collect();
+    let mut results: Vec<Option<Recorded>> = vec![None; all.len()];
+    for (chunk_no, chunk) in all.chunks(ROWS_PER_INSERT).enumerate() {
         let base = chunk_no * ROWS_PER_INSERT;
         let mut sql = format!("INSERT INTO messages ({INSERT_COLS}) VALUES ");
         for i in 0..chunk.len() {
@@ -167,11 +252,11 @@ pub async fn record(
             " ON CONFLICT (chat_id, wa_message_id) DO NOTHING RETURNING id, chat_id, wa_message_id",
         );
         let mut q = sqlx::query_as::<_, (i64, i64, String)>(&sql);
-        for (i, m) in chunk.iter().enumerate() {
+        for &(_, s, m, chat_id) in chunk {
             let media = m.media.clone().unwrap_or_default();
             q = q
                 .bind(s)
-                .bind(chat_of[base + i])
+                .bind(chat_id)
                 .bind(&m.wa_message_id)
                 .bind(m.from_me)
                 .bind(m.sender.as_ref().map(|j| j.to_string()))
@@ -196,8 +281,7 @@ pub async fn record(
             .into_iter()
             .map(|(id, chat, wa)| ((chat, wa), id))
             .collect();
-        for (i, m) in chunk.iter().enumerate() {
-            let chat_id = chat_of[base + i];
+        for (i, &(_, _, m, chat_id)) in chunk.iter().enumerate() {
             // A WhatsApp id repeated inside one batch is inserted by its first occurrence only.
             if let Some(id) = by_key.remove(&(chat_id, m.wa_message_id.clone())) {
                 results[base + i] = Some(Recorded {
@@ -210,9 +294,8 @@ pub async fn record(
     }
 
     // Redeliveries: the row that already holds the id.
-    for (i, m) in msgs.iter().enumerate() {
+    for (i, &(_, _, m, chat_id)) in all.iter().enumerate() {
         if results[i].is_none() {
-            let chat_id = chat_of[i];
             let id: i64 = sqlx::query_scalar(
                 "SELECT id FROM messages WHERE chat_id = $1 AND wa_message_id = $2",
             )
@@ -233,38 +316,28 @@ pub async fn record(
         .collect();
 
     // Per chat: latest activity and the number of new incoming messages.
-    let mut per_chat: HashMap<i64, (i64, i64)> = HashMap::new();
-    for (m, r) in msgs.iter().zip(&results) {
+    let mut per_chat: Vec<(i64, i64, i64)> = Vec::new();
+    let mut slot: HashMap<i64, usize> = HashMap::new();
+    for (&(n, _, m, _), r) in all.iter().zip(&results) {
         if !r.inserted {
             continue;
         }
-        let e = per_chat.entry(r.chat_id).or_insert((0, 0));
-        e.0 = e.0.max(m.timestamp);
-        if opts.count_unread && !m.from_me && m.kind != "reaction" {
-            e.1 += 1;
+        let i = *slot.entry(r.chat_id).or_insert_with(|| {
+            per_chat.push((r.chat_id, 0, 0));
+            per_chat.len() - 1
+        });
+        let e = &mut per_chat[i];
+        e.1 = e.1.max(m.timestamp);
+        if parts[n].opts.count_unread && !m.from_me && m.kind != "reaction" {
+            e.2 += 1;
         }
     }
-    let mut jids: HashMap<i64, String> = HashMap::new();
-    for (chat_id, (latest, unread)) in per_chat {
-        let jid: String = sqlx::query_scalar(
-            "UPDATE chats SET
-                last_message_at = CASE WHEN $2 > last_message_at THEN $2 ELSE last_message_at END,
-                unread_count = unread_count + $3, updated_at = $4
-             WHERE id = $1 RETURNING jid",
-        )
-        .bind(chat_id)
-        .bind(latest)
-        .bind(unread)
-        .bind(now)
-        .fetch_one(&mut *conn)
-        .await?;
-        jids.insert(chat_id, jid);
-    }
-    if opts.emit_events {
-        for (m, r) in msgs.iter().zip(&results) {
-            if !r.inserted {
-                continue;
-            }
+    let jids = super::chats::note_activity(&mut *conn, &per_chat, now).await?;
+
+    let mut outcome: Vec<Vec<Recorded>> = parts.iter().map(|p| Vec::with_capacity(p.msgs.len())).collect();
+    for (&(n, s, m, _), r) in all.iter().zip(results) {
+        let p = &mut parts[n];
+        if p.opts.emit_events && r.inserted {
             let rec = as_record(s, r.chat_id, r.id, m, now);
             let event = if m.kind == "reaction" {
                 kind::MESSAGE_REACTION
@@ -273,14 +346,15 @@ pub async fn record(
             } else {
                 kind::MESSAGE
             };
-            out.push(
+            p.out.push(
                 Some(s),
                 event,
                 &Message::from_record(rec, &jids[&r.chat_id]),
             );
         }
+        outcome[n].push(r);
     }
-    Ok(results)
+    Ok(outcome)
 }
 
 /// Applies an edit or a revoke inside the caller's transaction (see

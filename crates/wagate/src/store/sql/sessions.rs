@@ -16,6 +16,27 @@ pub async fn org_of(conn: &mut Conn, session: &str) -> sqlx::Result<Option<Strin
         .await
 }
 
+/// The organization of each of `sessions` that exists.
+pub async fn orgs_of(
+    conn: &mut Conn,
+    sessions: &[&str],
+) -> sqlx::Result<std::collections::HashMap<String, String>> {
+    let mut orgs = std::collections::HashMap::with_capacity(sessions.len());
+    for chunk in sessions.chunks(500) {
+        let list: Vec<String> = (1..=chunk.len()).map(super::param).collect();
+        let sql = format!(
+            "SELECT id, org_id FROM sessions WHERE id IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, (String, String)>(&sql);
+        for s in chunk {
+            q = q.bind(*s);
+        }
+        orgs.extend(q.fetch_all(&mut *conn).await?);
+    }
+    Ok(orgs)
+}
+
 pub async fn create(pool: &Pool, id: &str, new: &NewSession) -> sqlx::Result<SessionRecord> {
     let now = now_ms();
     let mut tx = super::begin(pool).await?;
