@@ -136,8 +136,7 @@ pub async fn messages_batch(
             let mut results: Vec<Vec<Recorded>> = vec![Vec::new(); jobs.len()];
             // One outbox per organization, in the order the groups first name it.
             let mut outs: Vec<Outbox> = Vec::new();
-            for (((group, _, _), (t, mut out)), recorded) in
-                live.iter().zip(touched).zip(recorded)
+            for (((group, _, _), (t, mut out)), recorded) in live.iter().zip(touched).zip(recorded)
             {
                 let s = jobs[group[0]].session;
                 let mut recorded = recorded.into_iter();

@@ -141,13 +141,12 @@ pub async fn record_parts(
                 None => {
                     let alt = m.chat_alt.as_ref();
                     let known = match m.chat.chat_kind() {
-                        ChatKind::Dm if changed.contains(s) => super::chats::known_dms(
-                            &mut *conn,
-                            &[(s, &m.chat, alt)],
-                        )
-                        .await?
-                        .pop()
-                        .flatten(),
+                        ChatKind::Dm if changed.contains(s) => {
+                            super::chats::known_dms(&mut *conn, &[(s, &m.chat, alt)])
+                                .await?
+                                .pop()
+                                .flatten()
+                        }
                         ChatKind::Dm => listed.get(&key).and_then(|&n| prefetched[n].clone()),
                         _ => None,
                     };
@@ -334,7 +333,10 @@ pub async fn record_parts(
     }
     let jids = super::chats::note_activity(&mut *conn, &per_chat, now).await?;
 
-    let mut outcome: Vec<Vec<Recorded>> = parts.iter().map(|p| Vec::with_capacity(p.msgs.len())).collect();
+    let mut outcome: Vec<Vec<Recorded>> = parts
+        .iter()
+        .map(|p| Vec::with_capacity(p.msgs.len()))
+        .collect();
     for (&(n, s, m, _), r) in all.iter().zip(results) {
         let p = &mut parts[n];
         if p.opts.emit_events && r.inserted {
