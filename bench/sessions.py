@@ -20,13 +20,24 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from simgw import GW, pair, req, rss_kib, start_gateway, start_sim, wait  # noqa: E402
+from simgw import GW, pair, req, start_gateway, start_sim, wait  # noqa: E402
+
+
+def memory(pid):
+    """(VmRSS, RssAnon) in KiB: all resident pages, and the process's own without mapped files."""
+    v = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, rest = line.partition(":")
+            if k in ("VmRSS", "RssAnon"):
+                v[k] = int(rest.split()[0])
+    return v["VmRSS"], v["RssAnon"]
 
 
 def settle(pid):
-    """RSS after the process has been quiet: the lowest of several reads over a few seconds."""
+    """Memory after the process has been quiet: the lowest of several reads over a few seconds."""
     time.sleep(3)
-    return min(rss_kib(pid) for _ in range(5) if time.sleep(0.4) is None)
+    return min(memory(pid) for _ in range(5) if time.sleep(0.4) is None)
 
 
 def main():
@@ -37,7 +48,7 @@ def main():
     key = open(os.path.join(data, "admin-key")).read().strip()
     rows = []
     base = settle(gw.pid)
-    rows.append((0, base, None))
+    rows.append((0, base))
     n = 0
     t0 = time.time()
     for target in targets:
@@ -57,8 +68,9 @@ def main():
             t.join()
         n = target
         r = settle(gw.pid)
-        rows.append((n, r, (r - base) / n))
-        print(f"{n} sessions: RSS {r} KiB, {(r - base) / n:.0f} KiB per session ({time.time() - t0:.0f} s so far)", flush=True)
+        rows.append((n, r))
+        print(f"{n} sessions: RSS {r[0]} KiB, {(r[0] - base[0]) / n:.0f} KiB per session "
+              f"({time.time() - t0:.0f} s so far)", flush=True)
     # Restart: every session back to working.
     gw.send_signal(signal.SIGTERM)
     gw.wait(timeout=120)
@@ -73,12 +85,21 @@ def main():
     back = time.time() - t1
     after = settle(gw.pid)
     print()
-    print("| connected idle sessions | gateway RSS (KiB) | growth per session (KiB) |")
-    print("|---:|---:|---:|")
-    for count, r, per in rows:
-        print(f"| {count} | {r} | {'' if per is None else f'{per:.0f}'} |")
-    print(f"\nRestart: all {n} sessions `working` again {back:.1f} s after the new process started "
-          f"(RSS then {after} KiB).")
+    rows.append((f"{n} after a restart", after))
+    print("| connected idle sessions | RSS (KiB) | RSS growth per session, from empty / from the previous row (KiB) "
+          "| RssAnon (KiB) | RssAnon growth per session, from empty (KiB) |")
+    print("|---:|---:|---:|---:|---:|")
+    prev = (0, base)
+    for count, r in rows:
+        k = n if isinstance(count, str) else count
+        if k == 0:
+            print(f"| 0 | {r[0]} | | {r[1]} | |")
+            continue
+        step = "" if isinstance(count, str) else f" / {(r[0] - prev[1][0]) / (k - prev[0]):.0f}"
+        print(f"| {count} | {r[0]} | {(r[0] - base[0]) / k:.0f}{step} | {r[1]} | {(r[1] - base[1]) / k:.0f} |")
+        if not isinstance(count, str):
+            prev = (k, r)
+    print(f"\nRestart: all {n} sessions `working` again {back:.1f} s after the new process started.")
     gw.send_signal(signal.SIGTERM)
     gw.wait(timeout=120)
     sim.terminate()

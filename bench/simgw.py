@@ -31,14 +31,6 @@ def req(method, url, body=None, key=None):
         return e.code, json.loads(e.read() or b"null")
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def wait(what, cond, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
