@@ -393,6 +393,39 @@ impl SessionKeyStore {
         })?;
         Ok(n as u32)
     }
+
+    /// Reads a trusted-contact token row, lets `change` make its new value from the old one (if
+    /// any) and writes it back, in one transaction.
+    async fn update_tc(
+        &self,
+        jid: &str,
+        change: impl FnOnce(Option<TcTokenEntry>) -> TcTokenEntry,
+    ) -> Result<()> {
+        let s = &*self.session;
+        in_tx!(self, |tx| {
+            let old: Option<Vec<u8>> = sqlx::query_scalar(
+                "SELECT v FROM wa_keys WHERE session_id = $1 AND ns = 'tc' AND k = $2",
+            )
+            .bind(s)
+            .bind(jid)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let entry = change(old.as_deref().map(de).transpose()?);
+            let (n1, n2) = tc_numbers(&entry);
+            sqlx::query(UPSERT)
+                .bind(s)
+                .bind("tc")
+                .bind(jid)
+                .bind(ser(&entry)?)
+                .bind(n1)
+                .bind(n2)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        });
+        Ok(())
+    }
 }
 
 fn arr32(v: &[u8]) -> Result<[u8; 32]> {
@@ -867,44 +900,21 @@ impl ProtocolStore for SessionKeyStore {
         jid: &str,
         sender_timestamp: i64,
     ) -> Result<()> {
-        let s = &*self.session;
-        in_tx!(self, |tx| {
-            let old: Option<Vec<u8>> = sqlx::query_scalar(
-                "SELECT v FROM wa_keys WHERE session_id = $1 AND ns = 'tc' AND k = $2",
-            )
-            .bind(s)
-            .bind(jid)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            let entry = match old {
-                Some(v) => {
-                    let mut e: TcTokenEntry = de(&v)?;
-                    e.sender_timestamp = Some(
-                        e.sender_timestamp
-                            .map_or(sender_timestamp, |x| x.max(sender_timestamp)),
-                    );
-                    e
-                }
-                None => TcTokenEntry {
-                    token: Vec::new(),
-                    token_timestamp: sender_timestamp,
-                    sender_timestamp: Some(sender_timestamp),
-                },
-            };
-            let (n1, n2) = tc_numbers(&entry);
-            sqlx::query(UPSERT)
-                .bind(s)
-                .bind("tc")
-                .bind(jid)
-                .bind(ser(&entry)?)
-                .bind(n1)
-                .bind(n2)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        });
-        Ok(())
+        self.update_tc(jid, |old| match old {
+            Some(mut e) => {
+                e.sender_timestamp = Some(
+                    e.sender_timestamp
+                        .map_or(sender_timestamp, |x| x.max(sender_timestamp)),
+                );
+                e
+            }
+            None => TcTokenEntry {
+                token: Vec::new(),
+                token_timestamp: sender_timestamp,
+                sender_timestamp: Some(sender_timestamp),
+            },
+        })
+        .await
     }
 
     async fn store_received_tc_token(
@@ -913,45 +923,22 @@ impl ProtocolStore for SessionKeyStore {
         token: &[u8],
         token_timestamp: i64,
     ) -> Result<()> {
-        let s = &*self.session;
-        in_tx!(self, |tx| {
-            let old: Option<Vec<u8>> = sqlx::query_scalar(
-                "SELECT v FROM wa_keys WHERE session_id = $1 AND ns = 'tc' AND k = $2",
-            )
-            .bind(s)
-            .bind(jid)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            let entry = match old {
-                Some(v) => {
-                    let mut e: TcTokenEntry = de(&v)?;
-                    // Newer wins: a stale write never replaces a fresher token.
-                    if e.token.is_empty() || token_timestamp >= e.token_timestamp {
-                        e.token = token.to_vec();
-                        e.token_timestamp = token_timestamp;
-                    }
-                    e
+        self.update_tc(jid, |old| match old {
+            // Newer wins: a stale write never replaces a fresher token.
+            Some(mut e) => {
+                if e.token.is_empty() || token_timestamp >= e.token_timestamp {
+                    e.token = token.to_vec();
+                    e.token_timestamp = token_timestamp;
                 }
-                None => TcTokenEntry {
-                    token: token.to_vec(),
-                    token_timestamp,
-                    sender_timestamp: None,
-                },
-            };
-            let (n1, n2) = tc_numbers(&entry);
-            sqlx::query(UPSERT)
-                .bind(s)
-                .bind("tc")
-                .bind(jid)
-                .bind(ser(&entry)?)
-                .bind(n1)
-                .bind(n2)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        });
-        Ok(())
+                e
+            }
+            None => TcTokenEntry {
+                token: token.to_vec(),
+                token_timestamp,
+                sender_timestamp: None,
+            },
+        })
+        .await
     }
 
     async fn store_sent_message(
