@@ -309,12 +309,6 @@ impl WaLive {
                     Some(up.url.clone()).filter(|u| !u.is_empty()),
                     Some(up.direct_path.clone()),
                 );
-                let (key, enc, sha) = (
-                    Some(up.media_key.to_vec()),
-                    Some(up.file_enc_sha256.to_vec()),
-                    Some(up.file_sha256.to_vec()),
-                );
-                let len = Some(up.file_length);
                 uploaded = Some(MediaRef {
                     kind: kind.as_str().to_owned(),
                     direct_path: up.direct_path.clone(),
@@ -323,87 +317,44 @@ impl WaLive {
                     file_enc_sha256: up.file_enc_sha256.to_vec(),
                     file_length: up.file_length,
                 });
-                let ts = Some(up.media_key_timestamp);
-                let mime = Some(mimetype.clone());
+                // The fields every kind of media message shares, then the kind's own.
+                macro_rules! media_message {
+                    ($field:ident: $ty:ident { $($own:ident: $val:expr),* $(,)? }) => {
+                        wa::Message {
+                            $field: MessageField::some(wa::message::$ty {
+                                url,
+                                direct_path: path,
+                                media_key: Some(up.media_key.to_vec()),
+                                file_enc_sha256: Some(up.file_enc_sha256.to_vec()),
+                                file_sha256: Some(up.file_sha256.to_vec()),
+                                file_length: Some(up.file_length),
+                                media_key_timestamp: Some(up.media_key_timestamp),
+                                mimetype: Some(mimetype.clone()),
+                                $($own: $val,)*
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }
+                    };
+                }
                 match kind {
-                    MediaKind::Image => wa::Message {
-                        image_message: MessageField::some(wa::message::ImageMessage {
-                            url,
-                            direct_path: path,
-                            media_key: key,
-                            file_enc_sha256: enc,
-                            file_sha256: sha,
-                            file_length: len,
-                            media_key_timestamp: ts,
-                            mimetype: mime,
-                            caption: caption.clone(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                    MediaKind::Video => wa::Message {
-                        video_message: MessageField::some(wa::message::VideoMessage {
-                            url,
-                            direct_path: path,
-                            media_key: key,
-                            file_enc_sha256: enc,
-                            file_sha256: sha,
-                            file_length: len,
-                            media_key_timestamp: ts,
-                            mimetype: mime,
-                            caption: caption.clone(),
-                            streaming_sidecar: up.streaming_sidecar.clone(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                    MediaKind::Audio => wa::Message {
-                        audio_message: MessageField::some(wa::message::AudioMessage {
-                            url,
-                            direct_path: path,
-                            media_key: key,
-                            file_enc_sha256: enc,
-                            file_sha256: sha,
-                            file_length: len,
-                            media_key_timestamp: ts,
-                            mimetype: mime,
-                            ptt: Some(*voice),
-                            streaming_sidecar: up.streaming_sidecar.clone(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                    MediaKind::Document => wa::Message {
-                        document_message: MessageField::some(wa::message::DocumentMessage {
-                            url,
-                            direct_path: path,
-                            media_key: key,
-                            file_enc_sha256: enc,
-                            file_sha256: sha,
-                            file_length: len,
-                            media_key_timestamp: ts,
-                            mimetype: mime,
-                            caption: caption.clone(),
-                            file_name: filename.clone(),
-                            title: filename.clone(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                    MediaKind::Sticker => wa::Message {
-                        sticker_message: MessageField::some(wa::message::StickerMessage {
-                            url,
-                            direct_path: path,
-                            media_key: key,
-                            file_enc_sha256: enc,
-                            file_sha256: sha,
-                            file_length: len,
-                            media_key_timestamp: ts,
-                            mimetype: mime,
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
+                    MediaKind::Image => media_message!(image_message: ImageMessage {
+                        caption: caption.clone(),
+                    }),
+                    MediaKind::Video => media_message!(video_message: VideoMessage {
+                        caption: caption.clone(),
+                        streaming_sidecar: up.streaming_sidecar.clone(),
+                    }),
+                    MediaKind::Audio => media_message!(audio_message: AudioMessage {
+                        ptt: Some(*voice),
+                        streaming_sidecar: up.streaming_sidecar.clone(),
+                    }),
+                    MediaKind::Document => media_message!(document_message: DocumentMessage {
+                        caption: caption.clone(),
+                        file_name: filename.clone(),
+                        title: filename.clone(),
+                    }),
+                    MediaKind::Sticker => media_message!(sticker_message: StickerMessage {}),
                 }
             }
         };
