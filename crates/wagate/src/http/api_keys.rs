@@ -69,12 +69,7 @@ pub async fn create_key(
     JsonBody(body): JsonBody<CreateApiKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
     let name = body.name.trim();
-    // Blank as the document's `\S` pattern sees it (Unicode spaces and the separators U+001C–U+001F).
-    let blank = body
-        .name
-        .chars()
-        .all(|c| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c));
-    if blank || body.name.chars().count() > 100 {
+    if super::blank(&body.name) || body.name.chars().count() > 100 {
         return Err(ApiError::bad_body(Some("name"), "1 to 100 characters"));
     }
     let caps: CapSet = body.capabilities.iter().copied().collect();

@@ -146,7 +146,8 @@ async fn change_answer(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EditMessage {
-    #[schema(min_length = 1, max_length = 65536)]
+    /// The new text: 1 to 65,536 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 65536, pattern = "\\S")]
     pub text: String,
 }
 
@@ -204,7 +205,7 @@ pub async fn edit_message(
 ) -> ApiResult<Response> {
     let asynchronous = asynchronous(&q)?;
     let key = idempotency_key(&headers)?;
-    if body.text.trim().is_empty() || body.text.chars().count() > 65_536 {
+    if super::blank(&body.text) || body.text.chars().count() > 65_536 {
         return Err(ApiError::bad_body(
             Some("text"),
             "1 to 65536 characters, not only spaces",

@@ -139,6 +139,15 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Whether a text is blank as the document's `\S` pattern sees it: only Unicode white space
+/// and the separators U+001C–U+001F (which Python's and .NET's `\s` count as space). Every field
+/// the document marks with `pattern: \S` is checked with this, so a request the document allows
+/// is never refused as blank and a blank one is always refused.
+pub(crate) fn blank(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+}
+
 /// The `/api/v1` routes and their OpenAPI document.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())

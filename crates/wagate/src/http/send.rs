@@ -65,7 +65,8 @@ pub struct LocationInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContactInput {
-    #[schema(min_length = 1, max_length = 1000)]
+    /// The name shown on the card, not only spaces.
+    #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
     pub display_name: String,
     /// A vCard 3.0 text (`BEGIN:VCARD` ... `END:VCARD`).
     #[schema(min_length = 1, max_length = 65536)]
@@ -76,9 +77,10 @@ pub struct ContactInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PollInput {
-    #[schema(min_length = 1, max_length = 1000)]
+    /// The question, not only spaces.
+    #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
     pub question: String,
-    /// 2 to 12 distinct options.
+    /// 2 to 12 distinct options, none only spaces.
     #[schema(min_items = 2, max_items = 12)]
     pub options: Vec<String>,
     /// How many options a voter may pick; default 1.
@@ -196,7 +198,7 @@ fn content_of(b: &SendMessage, fetched: Option<File>) -> ApiResult<OutgoingConte
             let body = b
                 .text
                 .clone()
-                .filter(|t| !t.trim().is_empty())
+                .filter(|t| !super::blank(t))
                 .ok_or_else(|| missing("text"))?;
             if body.chars().count() > MAX_TEXT {
                 return Err(ApiError::bad_body(Some("text"), "at most 65536 characters"));
@@ -257,7 +259,7 @@ fn content_of(b: &SendMessage, fetched: Option<File>) -> ApiResult<OutgoingConte
         }
         SendKind::Contact => {
             let c = b.contact.as_ref().ok_or_else(|| missing("contact"))?;
-            if c.display_name.trim().is_empty() || !c.vcard.contains("BEGIN:VCARD") {
+            if super::blank(&c.display_name) || !c.vcard.contains("BEGIN:VCARD") {
                 return Err(ApiError::bad_body(
                     Some("contact"),
                     "a display name and a vCard",
@@ -273,10 +275,10 @@ fn content_of(b: &SendMessage, fetched: Option<File>) -> ApiResult<OutgoingConte
             let mut distinct = p.options.clone();
             distinct.sort();
             distinct.dedup();
-            if p.question.trim().is_empty()
+            if super::blank(&p.question)
                 || !(2..=12).contains(&p.options.len())
                 || distinct.len() != p.options.len()
-                || p.options.iter().any(|o| o.trim().is_empty())
+                || p.options.iter().any(|o| super::blank(o))
             {
                 return Err(ApiError::bad_body(
                     Some("poll"),

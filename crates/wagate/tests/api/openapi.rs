@@ -282,4 +282,35 @@ async fn what_the_document_promises_the_server_does() {
     app.get(&format!("/api/v1/sessions/{sid}/chats?cursor=m.1.2"))
         .await
         .expect_error(400, "validation_error");
+    // Texts that may not be blank say so with `\S`, and the server's idea of blank is that
+    // pattern's: a form feed with a letter is text, the separators U+001C-U+001F are space.
+    let doc = wagate::http::document();
+    for (schema, field) in [
+        ("EditMessage", "text"),
+        ("ContactInput", "displayName"),
+        ("PollInput", "question"),
+        ("CreateApiKey", "name"),
+    ] {
+        assert_eq!(
+            doc["components"]["schemas"][schema]["properties"][field]["pattern"], "\\S",
+            "{schema}.{field}"
+        );
+    }
+    let edit_path = format!("/api/v1/sessions/{sid}/messages/nosuchmessage");
+    for (text, status) in [
+        ("\u{c}", 422),
+        ("\u{1c}\u{a0}", 422),
+        (" \u{1f}\n", 422),
+        ("\u{c}x", 404),
+    ] {
+        let r = app
+            .call(
+                Method::PATCH,
+                &edit_path,
+                key.as_deref(),
+                Some(serde_json::json!({ "text": text })),
+            )
+            .await;
+        assert_eq!(r.status, status, "{text:?}: {}", r.json());
+    }
 }
