@@ -80,12 +80,28 @@ pub struct PollInput {
     /// The question, not only spaces.
     #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
     pub question: String,
-    /// 2 to 12 distinct options, none only spaces.
-    #[schema(min_items = 2, max_items = 12)]
+    #[schema(schema_with = poll_options)]
     pub options: Vec<String>,
     /// How many options a voter may pick; default 1.
     #[schema(minimum = 1, maximum = 12)]
     pub selectable_count: Option<u32>,
+}
+
+/// The document's schema of a poll's options: what the server checks, stated whole.
+fn poll_options() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .description(Some("2 to 12 distinct options, none only spaces."))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .pattern(Some("\\S")),
+        )
+        .min_items(Some(2))
+        .max_items(Some(12))
+        .unique_items(true)
+        .build()
 }
 
 /// What to send, to whom. `type` says which of the other fields apply: `text` (with `text`,

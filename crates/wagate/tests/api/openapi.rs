@@ -296,6 +296,21 @@ async fn what_the_document_promises_the_server_does() {
             "{schema}.{field}"
         );
     }
+    let options = &doc["components"]["schemas"]["PollInput"]["properties"]["options"];
+    assert_eq!(
+        (
+            &options["items"]["pattern"],
+            &options["uniqueItems"],
+            &options["minItems"],
+            &options["maxItems"]
+        ),
+        (
+            &serde_json::json!("\\S"),
+            &serde_json::json!(true),
+            &serde_json::json!(2),
+            &serde_json::json!(12)
+        )
+    );
     let edit_path = format!("/api/v1/sessions/{sid}/messages/nosuchmessage");
     for (text, status) in [
         ("\u{c}", 422),
