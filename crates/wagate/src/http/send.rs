@@ -40,7 +40,7 @@ pub struct MediaInput {
     pub url: Option<String>,
     /// Its MIME type, e.g. `image/jpeg`, `application/pdf`, `audio/ogg; codecs=opus`. Required
     /// with `data`; with `url` the server's `Content-Type` is used when omitted.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub mimetype: Option<String>,
     /// A file name (documents show it).
     #[schema(max_length = 255)]
@@ -178,7 +178,13 @@ type File = (Vec<u8>, String, Option<String>);
 
 /// The file of a media send: decoded from `data`, or downloaded from `url`.
 async fn media_file(st: &AppState, m: &MediaInput) -> ApiResult<File> {
-    let mimetype = m.mimetype.clone().filter(|t| !t.trim().is_empty());
+    if m.mimetype.as_deref().is_some_and(super::blank) {
+        return Err(ApiError::bad_body(
+            Some("media.mimetype"),
+            "not only spaces",
+        ));
+    }
+    let mimetype = m.mimetype.clone();
     match (&m.data, &m.url) {
         (Some(data), None) => {
             let bytes = STANDARD

@@ -290,6 +290,7 @@ async fn what_the_document_promises_the_server_does() {
         ("ContactInput", "displayName"),
         ("PollInput", "question"),
         ("CreateApiKey", "name"),
+        ("MediaInput", "mimetype"),
     ] {
         assert_eq!(
             doc["components"]["schemas"][schema]["properties"][field]["pattern"], "\\S",

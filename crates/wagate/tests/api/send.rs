@@ -84,6 +84,8 @@ dual!(async fn bad_requests_are_refused_before_anything_is_stored(backend) {
         json!({"to": "6281234567890", "type": "text", "text": "x", "mentions": ["nobody"]}),
         json!({"to": "6281234567890", "type": "image"}),
         json!({"to": "6281234567890", "type": "image", "media": {"data": "***", "mimetype": "image/png"}}),
+        json!({"to": "6281234567890", "type": "image", "media": {"url": "https://example.com/a.png", "mimetype": "\u{1c} "}}),
+        json!({"to": "6281234567890", "type": "poll", "poll": {"question": "q", "options": ["a", "\u{c}"]}}),
         json!({"to": "6281234567890", "type": "location", "location": {"latitude": 91, "longitude": 0}}),
         json!({"to": "6281234567890", "type": "poll", "poll": {"question": "q", "options": ["a", "a"]}}),
         json!({"to": "6281234567890", "type": "poll", "poll": {"question": "q", "options": ["a", "b"], "selectableCount": 3}}),
