@@ -3,4 +3,5 @@
 
 mod crash;
 mod flows;
+mod hardening;
 mod support;

@@ -40,6 +40,8 @@ pub struct World {
     pub gw: Option<Gateway>,
     pub http: reqwest::Client,
     process: bool,
+    /// `resume_concurrency` of the next in-process gateway start.
+    pub resume_concurrency: usize,
 }
 
 impl World {
@@ -70,6 +72,7 @@ impl World {
             gw: None,
             http: reqwest::Client::new(),
             process,
+            resume_concurrency: 4,
         };
         w.start_gateway().await;
         w
@@ -111,7 +114,7 @@ impl World {
             WaConfig {
                 url: cfg.wa_url.clone(),
                 max_connect_failures: 3,
-                resume_concurrency: 4,
+                resume_concurrency: self.resume_concurrency,
                 media_dir: cfg.media_path(),
                 media_store_max_bytes: cfg.media_store_max_bytes,
             },
@@ -212,6 +215,14 @@ impl World {
                 child.wait().unwrap();
             }
             _ => panic!("only a gateway process can be killed"),
+        }
+    }
+
+    /// The in-process gateway's engine.
+    pub fn engine(&self) -> &WaEngine {
+        match &self.gw().run {
+            Run::InProcess { engine, .. } => engine,
+            Run::Process(_) => panic!("the engine of a gateway process is out of reach"),
         }
     }
 

@@ -195,6 +195,28 @@ pub trait Engine: Send + Sync + 'static {
     fn client(&self, session: &SessionId) -> Option<Arc<dyn LiveClient>>;
     /// The session's settings were changed through the API: forget any copy of them.
     fn settings_changed(&self, _session: &SessionId) {}
+    /// What the engine runs now, for `/metrics`.
+    fn stats(&self) -> EngineStats {
+        EngineStats::default()
+    }
+}
+
+/// A snapshot of what an engine runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Sessions with a run (connecting, connected or waiting for a scan).
+    pub running: usize,
+    /// Sessions with a connected, logged-in client.
+    pub connected: usize,
+    /// Sessions whose engine events wait to be handled, and how many.
+    pub event_queues: Vec<(SessionId, usize)>,
+    /// Tasks the engine owns.
+    pub tasks: usize,
+    /// WhatsApp clients in memory.
+    pub clients_alive: usize,
+    /// Writes of WhatsApp's changes tried again after a database error, and given up.
+    pub store_retries: u64,
+    pub store_failures: u64,
 }
 
 /// A gateway without WhatsApp connectivity: nothing is ever connected.

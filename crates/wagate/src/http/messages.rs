@@ -478,11 +478,38 @@ pub async fn get_media(
         }
         _ => None,
     };
-    let body = match kept {
+    // A kept file is served only whole: its length must be the attachment's (a file cut short
+    // by a crash before it reached the disk is not sent with 200; WhatsApp's copy is).
+    let want = m
+        .media_ref
+        .as_deref()
+        .and_then(crate::engine::MediaRef::from_json)
+        .map(|r| r.file_length)
+        .or(m.media_size.and_then(|n| u64::try_from(n).ok()));
+    let kept = match kept {
         Some(file) => {
             let len = file.metadata().await.ok().map(|md| md.len());
+            match (len, want) {
+                (Some(len), Some(want)) if len == want => Some((file, len)),
+                (Some(len), None) => Some((file, len)),
+                (len, want) => {
+                    tracing::warn!(
+                        session = s,
+                        message = m.id,
+                        ?len,
+                        ?want,
+                        "the media store's copy is not whole; not served"
+                    );
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let body = match kept {
+        Some((file, len)) => {
             let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
-            (body, len)
+            (body, Some(len))
         }
         None => {
             let media = m

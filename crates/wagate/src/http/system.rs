@@ -42,12 +42,76 @@ pub async fn readyz(State(st): State<AppState>) -> Result<Json<Health>, ApiError
 
 /// GET /metrics — Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "system", summary = "Prometheus metrics",
-    description = "Request counts and latency histograms by method, route template and status.",
+    description = "Request counts and latency histograms by method, route template and status; what the WhatsApp engine runs (sessions running and connected, engine events waiting per session, tasks, clients in memory, store retries).",
     responses((status = 200, description = "Prometheus text exposition.", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics().render(),
+        st.metrics().render() + &engine_metrics(&st.engine().stats()),
     )
+}
+
+/// The engine's snapshot in Prometheus' text format.
+fn engine_metrics(s: &crate::engine::EngineStats) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let gauges: [(&str, &str, &str, u64); 7] = [
+        (
+            "wagate_sessions_running",
+            "gauge",
+            "Sessions with a WhatsApp connection (connecting, connected or waiting for a scan).",
+            s.running as u64,
+        ),
+        (
+            "wagate_sessions_connected",
+            "gauge",
+            "Sessions with a connected, logged-in WhatsApp client.",
+            s.connected as u64,
+        ),
+        (
+            "wagate_engine_tasks",
+            "gauge",
+            "Background tasks the WhatsApp engine owns.",
+            s.tasks as u64,
+        ),
+        (
+            "wagate_engine_clients_alive",
+            "gauge",
+            "WhatsApp clients in memory (one per running session).",
+            s.clients_alive as u64,
+        ),
+        (
+            "wagate_engine_event_queue_depth_total",
+            "gauge",
+            "Engine events waiting to be handled, all sessions.",
+            s.event_queues.iter().map(|(_, n)| *n as u64).sum(),
+        ),
+        (
+            "wagate_engine_store_retries_total",
+            "counter",
+            "Writes of WhatsApp's changes tried again after a database error.",
+            s.store_retries,
+        ),
+        (
+            "wagate_engine_store_failures_total",
+            "counter",
+            "Writes of WhatsApp's changes given up after retrying.",
+            s.store_failures,
+        ),
+    ];
+    for (name, kind, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    let _ = writeln!(out, "# HELP wagate_engine_event_queue_depth Engine events waiting to be handled, per session (sessions with none are left out).\n# TYPE wagate_engine_event_queue_depth gauge");
+    for (sid, n) in &s.event_queues {
+        let _ = writeln!(
+            out,
+            "wagate_engine_event_queue_depth{{session=\"{sid}\"}} {n}"
+        );
+    }
+    out
 }

@@ -557,14 +557,197 @@ impl Store {
     /// Stores one history-sync batch: pairs, names, chats with their state, and messages (which
     /// neither count as unread nor raise `message` events; one `history.sync` event sums the
     /// batch up).
+    ///
+    ///
+    /// A large batch is stored in bounded chunks, each its own transaction (pairs and names
+    /// first, then chats with their messages), so other writes of every session interleave with
+    /// it instead of waiting behind the whole sync; each chat is in one chunk unless its own
+    /// messages exceed one, and the `history.sync` event comes with the last chunk. A batch cut
+    /// off by a crash is stored again from the start (every step is idempotent).
     pub async fn record_history(
         &self,
         session: &str,
-        batch: &HistoryBatch,
+        mut batch: HistoryBatch,
     ) -> anyhow::Result<HistoryCounts> {
         check_pairs(&batch.pairs)?;
-        let _w = self.write_gate().await;
-        Ok(on_db!(self, ingest::history(session, batch))?)
+        let parts = HistoryPart::split(&mut batch);
+        let last = parts.len() - 1;
+        let mut sum = HistoryCounts::default();
+        for (i, part) in parts.into_iter().enumerate() {
+            let finish = (i == last).then_some(sum);
+            let _w = self.write_gate().await;
+            let c = on_db!(self, ingest::history(session, &part, finish))?;
+            sum.chats += c.chats;
+            sum.messages += c.messages;
+            sum.new_messages += c.new_messages;
+            sum.contacts += c.contacts;
+        }
+        Ok(sum)
+    }
+}
+
+/// One transaction's share of a history batch.
+#[derive(Debug, Default)]
+pub(crate) struct HistoryPart<'a> {
+    pub pairs: &'a [(Jid, Jid)],
+    pub names: &'a [PersonNames],
+    pub chats: &'a [ChatSettings],
+    pub messages: &'a [NewMessage],
+}
+
+impl<'a> HistoryPart<'a> {
+    /// Rows per transaction.
+    const PEOPLE: usize = 2_000;
+    const CHATS: usize = 500;
+    const MESSAGES: usize = 1_000;
+
+    /// The batch in bounded parts: pairs, names, then chats each with its messages (the
+    /// messages are reordered so a chat's are together, chats in their order, messages of
+    /// unlisted chats last). An empty batch is one empty part.
+    fn split(b: &'a mut HistoryBatch) -> Vec<HistoryPart<'a>> {
+        let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (i, c) in b.chats.iter().enumerate() {
+            at.entry(c.chat.to_string()).or_insert(i);
+            if let Some(alt) = &c.chat_alt {
+                at.entry(alt.to_string()).or_insert(i);
+            }
+        }
+        let pos = |m: &NewMessage| at.get(&m.chat.to_string()).copied().unwrap_or(usize::MAX);
+        b.messages.sort_by_cached_key(pos);
+        let positions: Vec<usize> = b.messages.iter().map(pos).collect();
+        let b: &'a HistoryBatch = b;
+        let mut parts: Vec<HistoryPart<'a>> = Vec::new();
+        parts.extend(b.pairs.chunks(Self::PEOPLE).map(|pairs| HistoryPart {
+            pairs,
+            ..Default::default()
+        }));
+        parts.extend(b.names.chunks(Self::PEOPLE).map(|names| HistoryPart {
+            names,
+            ..Default::default()
+        }));
+        // Walk the chats, each taking its run of messages; cut when a bound is reached.
+        let (mut c0, mut m0, mut m) = (0, 0, 0);
+        for i in 0..b.chats.len() {
+            while m < positions.len() && positions[m] == i {
+                m += 1;
+            }
+            if i + 1 - c0 >= Self::CHATS || m - m0 >= Self::MESSAGES {
+                parts.push(HistoryPart {
+                    chats: &b.chats[c0..=i],
+                    messages: &b.messages[m0..m],
+                    ..Default::default()
+                });
+                (c0, m0) = (i + 1, m);
+            }
+        }
+        if c0 < b.chats.len() {
+            parts.push(HistoryPart {
+                chats: &b.chats[c0..],
+                messages: &b.messages[m0..m],
+                ..Default::default()
+            });
+            m0 = m;
+        }
+        parts.extend(
+            b.messages[m0..]
+                .chunks(Self::MESSAGES)
+                .map(|messages| HistoryPart {
+                    messages,
+                    ..Default::default()
+                }),
+        );
+        // A chat with more messages than one part holds: the rest follow in parts of their own.
+        let mut bounded = Vec::with_capacity(parts.len());
+        for p in parts {
+            if p.messages.len() <= Self::MESSAGES {
+                bounded.push(p);
+                continue;
+            }
+            let (first, rest) = p.messages.split_at(Self::MESSAGES);
+            bounded.push(HistoryPart {
+                messages: first,
+                ..p
+            });
+            bounded.extend(rest.chunks(Self::MESSAGES).map(|messages| HistoryPart {
+                messages,
+                ..Default::default()
+            }));
+        }
+        if bounded.is_empty() {
+            bounded.push(HistoryPart::default());
+        }
+        bounded
+    }
+}
+
+#[cfg(test)]
+mod history_parts {
+    use super::*;
+
+    fn msg(chat: &str, n: usize) -> NewMessage {
+        NewMessage {
+            chat: chat.parse().unwrap(),
+            chat_alt: None,
+            wa_message_id: format!("M{n}"),
+            from_me: false,
+            sender: None,
+            sender_lid: None,
+            sender_name: None,
+            kind: "text".into(),
+            body: None,
+            media: None,
+            quoted_message_id: None,
+            mentions: vec![],
+            status: MessageStatus::Delivered,
+            timestamp: n as i64,
+            poll: None,
+        }
+    }
+
+    #[test]
+    fn a_chat_and_its_messages_share_a_part_and_parts_are_bounded() {
+        let a = "6281200000001@s.whatsapp.net";
+        let big = "6281200000002@s.whatsapp.net";
+        let stray = "6281200000003@s.whatsapp.net";
+        let mut b = HistoryBatch::default();
+        b.chats.push(ChatSettings::new(a.parse().unwrap()));
+        b.chats.push(ChatSettings::new(big.parse().unwrap()));
+        // Interleaved as WhatsApp may send them.
+        for n in 0..2_500 {
+            b.messages.push(msg(if n % 5 == 0 { a } else { big }, n));
+        }
+        b.messages.push(msg(stray, 9_999));
+        let total = b.messages.len();
+        let parts = HistoryPart::split(&mut b);
+        let mut seen = 0;
+        let mut chats_so_far: Vec<String> = Vec::new();
+        for p in &parts {
+            assert!(p.messages.len() <= 1_000 && p.chats.len() <= 500);
+            chats_so_far.extend(p.chats.iter().map(|c| c.chat.to_string()));
+            for m in p.messages {
+                // A message comes with its chat, or after it (a chat larger than one part).
+                let ok = chats_so_far.contains(&m.chat.to_string()) || m.chat.to_string() == stray;
+                assert!(ok, "{} before its chat", m.wa_message_id);
+            }
+            seen += p.messages.len();
+        }
+        // The small chat is stored whole with its chat row.
+        let with_a = parts
+            .iter()
+            .find(|p| p.chats.iter().any(|c| c.chat.to_string() == a))
+            .unwrap();
+        assert_eq!(
+            with_a
+                .messages
+                .iter()
+                .filter(|m| m.chat.to_string() == a)
+                .count(),
+            500
+        );
+        assert_eq!(seen, total);
+        assert_eq!(parts.iter().map(|p| p.chats.len()).sum::<usize>(), 2);
+        let mut empty = HistoryBatch::default();
+        assert_eq!(HistoryPart::split(&mut empty).len(), 1);
     }
 }
 

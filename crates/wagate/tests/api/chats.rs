@@ -336,3 +336,37 @@ dual!(async fn chat_settings_changed_through_the_api_reach_the_phone(backend) {
     app.delete(&format!("/api/v1/sessions/{sid}")).await.expect(204);
     assert!(app.store.pending_chat_settings(&sid, 10).await.unwrap().is_empty());
 });
+
+dual!(async fn a_direct_chat_without_a_name_is_called_what_its_person_is(backend) {
+    let app = TestApp::new(backend).await;
+    let sid = app.session().await;
+    let alice = "6281234567890@s.whatsapp.net";
+    let mut m = crate::support::text(alice, "N1", false, 1_000);
+    m.sender = Some(jid(alice));
+    m.sender_name = Some("Alice".into());
+    app.store.record_message(&sid, m, wagate::store::RecordOptions::default()).await.unwrap();
+    let chat = app.get(&format!("/api/v1/sessions/{sid}/chats/{alice}")).await.json();
+    assert_eq!(chat["name"], "Alice", "{chat}");
+    assert_eq!(app.get(&format!("/api/v1/sessions/{sid}/chats")).await.json()["data"][0]["name"], "Alice");
+    let after = app.get("/api/v1/events?limit=200").await.json()["next"].as_i64().unwrap();
+    // The push name changes: the chat follows, and says so.
+    app.store.record_push_name(&sid, &jid(alice), "Alicia").await.unwrap();
+    let chat = app.get(&format!("/api/v1/sessions/{sid}/chats/{alice}")).await.json();
+    assert_eq!(chat["name"], "Alicia");
+    let ev = app.get(&format!("/api/v1/events?after={after}&event=chat.update")).await.json();
+    let names: Vec<&str> = ev["data"].as_array().unwrap().iter().filter_map(|e| e["payload"]["name"].as_str()).collect();
+    assert_eq!(names, ["Alicia"], "{ev}");
+    // The address-book name wins over the push name.
+    app.store.record_saved_name(&sid, &jid(alice), Some("Alice (work)")).await.unwrap();
+    let chat = app.get(&format!("/api/v1/sessions/{sid}/chats/{alice}")).await.json();
+    assert_eq!(chat["name"], "Alice (work)");
+    // A name of the chat's own is kept as it is.
+    app.store.record_chat(&sid, &ChatSettings { name: Some("Project A".into()), ..ChatSettings::new(jid(alice)) }).await.unwrap();
+    app.store.record_push_name(&sid, &jid(alice), "Al").await.unwrap();
+    let chat = app.get(&format!("/api/v1/sessions/{sid}/chats/{alice}")).await.json();
+    assert_eq!(chat["name"], "Project A");
+    // A group has no person to be named after.
+    app.msg(&sid, "120363-1@g.us", "G1", false, 2_000).await;
+    let g = app.get(&format!("/api/v1/sessions/{sid}/chats/120363-1@g.us")).await.json();
+    assert!(g["name"].is_null(), "{g}");
+});

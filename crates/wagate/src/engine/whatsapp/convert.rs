@@ -438,3 +438,76 @@ pub fn history(h: &wa::HistorySync) -> crate::store::ingest::HistoryBatch {
     }
     b
 }
+
+/// A chat setting changed on the phone (archive, pin, mute, mark read, delete), as the
+/// stored copy's change; `None` for every other event.
+pub fn chat_setting(
+    event: &whatsapp_rust::types::events::Event,
+) -> Option<crate::store::ingest::ChatSettings> {
+    use crate::store::ingest::ChatSettings;
+    use whatsapp_rust::types::events::Event;
+    match event {
+        Event::ArchiveUpdate(u) => Some(ChatSettings {
+            archived: Some(u.action.archived.unwrap_or(false)),
+            changed_at: Some(u.timestamp.timestamp_millis()),
+            ..ChatSettings::new(jid(&u.jid)?)
+        }),
+        Event::PinUpdate(u) => Some(ChatSettings {
+            pinned: Some(u.action.pinned.unwrap_or(false)),
+            changed_at: Some(u.timestamp.timestamp_millis()),
+            ..ChatSettings::new(jid(&u.jid)?)
+        }),
+        Event::MuteUpdate(u) => {
+            let muted = u.action.muted.unwrap_or(false);
+            let until = u.action.mute_end_timestamp.filter(|t| *t > 0);
+            Some(ChatSettings {
+                muted_until: Some(muted.then(|| until.unwrap_or(i64::MAX))),
+                changed_at: Some(u.timestamp.timestamp_millis()),
+                ..ChatSettings::new(jid(&u.jid)?)
+            })
+        }
+        // Only "read": marking a chat unread on the phone does not change the gateway's count.
+        Event::MarkChatAsReadUpdate(u) if u.action.read.unwrap_or(false) => Some(ChatSettings {
+            unread_count: Some(0),
+            ..ChatSettings::new(jid(&u.jid)?)
+        }),
+        Event::DeleteChatUpdate(u) => Some(ChatSettings {
+            deleted: true,
+            ..ChatSettings::new(jid(&u.jid)?)
+        }),
+        _ => None,
+    }
+}
+
+/// A group's subject and members as WhatsApp lists them.
+pub fn group_info(
+    meta: &whatsapp_rust::features::GroupMetadata,
+) -> Option<crate::store::ingest::GroupInfo> {
+    use crate::store::ingest::{GroupInfo, GroupMember};
+    let members = meta
+        .participants
+        .iter()
+        .filter_map(|p| {
+            let jid = jid(&p.jid)?;
+            let other = if jid.is_lid() {
+                p.phone_number.as_ref()
+            } else {
+                p.lid.as_ref()
+            };
+            Some(GroupMember {
+                jid,
+                alt: other.and_then(|o| self::jid(o)),
+                role: if p.is_admin() {
+                    "admin".into()
+                } else {
+                    "member".into()
+                },
+            })
+        })
+        .collect();
+    Some(GroupInfo {
+        jid: jid(&meta.id)?,
+        subject: Some(meta.subject.clone()).filter(|x| !x.is_empty()),
+        members: Some(members),
+    })
+}

@@ -7,8 +7,12 @@ use crate::domain::{now_ms, Cursor, Jid};
 use crate::store::outbox::Touched;
 use crate::store::records::{ChatPatch, ChatRecord, PendingChatSetting};
 
-pub const CHAT_COLS: &str =
-    "id, session_id, jid, type, name, archived, pinned, muted_until, unread_count, last_message_at, aliases";
+/// A chat's columns as the API shows them. A direct chat without a name of its own is called
+/// what its contact is shown as: the address-book name, else the push name, else the business
+/// name (computed on read, so it follows the contact's names).
+pub const CHAT_COLS: &str = "id, session_id, jid, type,
+    COALESCE(name, (SELECT COALESCE(k.saved_name, k.push_name, k.business_name) FROM contacts k WHERE k.id = chats.contact_id)) AS name,
+    archived, pinned, muted_until, unread_count, last_message_at, aliases";
 
 const CHAT_FIELDS: [&str; 11] = [
     "id",
@@ -255,6 +259,11 @@ pub async fn merge_chat(conn: &mut Conn, into: i64, from: i64) -> sqlx::Result<(
     let Some(f) = by_id(&mut *conn, from).await? else {
         return Ok(());
     };
+    // The merged chat's own name, not the one shown for it.
+    let own_name: Option<String> = sqlx::query_scalar("SELECT name FROM chats WHERE id = $1")
+        .bind(from)
+        .fetch_one(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM chat_aliases WHERE chat_id = $1")
         .bind(from)
         .execute(&mut *conn)
@@ -270,7 +279,7 @@ pub async fn merge_chat(conn: &mut Conn, into: i64, from: i64) -> sqlx::Result<(
          WHERE id = $1",
     )
     .bind(into)
-    .bind(f.name)
+    .bind(own_name)
     .bind(f.archived)
     .bind(f.pinned)
     .bind(f.muted_until)
@@ -487,8 +496,9 @@ pub async fn get(pool: &Pool, s: &str, jid: &Jid) -> sqlx::Result<Option<ChatRec
     sqlx::query_as::<_, ChatRecord>(&format!(
         "SELECT {CHAT_COLS} FROM chats WHERE session_id = $1 AND jid = $2
          UNION ALL
-         SELECT c.id, c.session_id, c.jid, c.type, c.name, c.archived, c.pinned, c.muted_until, c.unread_count,
-                c.last_message_at, c.aliases
+         SELECT c.id, c.session_id, c.jid, c.type,
+                COALESCE(c.name, (SELECT COALESCE(k.saved_name, k.push_name, k.business_name) FROM contacts k WHERE k.id = c.contact_id)),
+                c.archived, c.pinned, c.muted_until, c.unread_count, c.last_message_at, c.aliases
          FROM chat_aliases a JOIN chats c ON c.id = a.chat_id WHERE a.session_id = $1 AND a.jid = $2
          LIMIT 1"
     ))

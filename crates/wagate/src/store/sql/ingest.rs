@@ -8,7 +8,7 @@ use super::{Conn, Pool, Tx};
 use crate::domain::Jid;
 use crate::http::models::{Chat, Contact};
 use crate::store::ingest::{
-    ChatSettings, GroupInfo, GroupMember, HistoryBatch, HistoryCounts, MessageChange, NewMessage,
+    ChatSettings, GroupInfo, GroupMember, HistoryCounts, HistoryPart, MessageChange, NewMessage,
     ParticipantChange, PersonNames, Receipt, RecordOptions, Recorded,
 };
 use crate::store::outbox::{kind, Outbox, Touched};
@@ -449,18 +449,25 @@ pub async fn participants(
     )
 }
 
-pub async fn history(pool: &Pool, s: &str, b: &HistoryBatch) -> sqlx::Result<HistoryCounts> {
+/// One chunk of a history batch in one transaction; `finish` (the counts of the chunks before)
+/// makes it the last, which writes the `history.sync` event with the batch's totals.
+pub async fn history(
+    pool: &Pool,
+    s: &str,
+    b: &HistoryPart<'_>,
+    finish: Option<HistoryCounts>,
+) -> sqlx::Result<HistoryCounts> {
     retrying!(
         async {
             let Some((mut tx, mut out)) = open(pool, s).await? else {
                 return Ok(HistoryCounts::default());
             };
             let mut t = Touched::default();
-            for (lid, pn) in &b.pairs {
+            for (lid, pn) in b.pairs {
                 super::people::link(&mut tx, s, lid, pn, &mut t).await?;
             }
-            apply_names(&mut tx, s, &b.names, &mut t).await?;
-            for c in &b.chats {
+            apply_names(&mut tx, s, b.names, &mut t).await?;
+            for c in b.chats {
                 apply_chat(&mut tx, s, c, &mut t, &mut out).await?;
             }
             let opts = RecordOptions {
@@ -468,14 +475,22 @@ pub async fn history(pool: &Pool, s: &str, b: &HistoryBatch) -> sqlx::Result<His
                 emit_events: false,
             };
             let recorded =
-                super::messages::record(&mut tx, s, &b.messages, opts, &mut t, &mut out).await?;
+                super::messages::record(&mut tx, s, b.messages, opts, &mut t, &mut out).await?;
             let counts = HistoryCounts {
                 chats: b.chats.len(),
                 messages: recorded.len(),
                 new_messages: recorded.iter().filter(|r| r.inserted).count(),
                 contacts: t.contacts.len(),
             };
-            out.push(Some(s), kind::HISTORY_SYNC, &counts);
+            if let Some(before) = finish {
+                let total = HistoryCounts {
+                    chats: before.chats + counts.chats,
+                    messages: before.messages + counts.messages,
+                    new_messages: before.new_messages + counts.new_messages,
+                    contacts: before.contacts + counts.contacts,
+                };
+                out.push(Some(s), kind::HISTORY_SYNC, &total);
+            }
             close(tx, s, t, out).await?;
             Ok(counts)
         }

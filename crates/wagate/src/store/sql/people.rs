@@ -388,9 +388,16 @@ pub async fn set_names(
             .bind(id)
             .bind(text)
             .bind(now_ms())
-            .execute(conn)
+            .execute(&mut *conn)
             .await?;
         t.contacts.insert(id);
+        // A direct chat without a name of its own shows the contact's name: it changed too.
+        let dm: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM chats WHERE contact_id = $1 AND name IS NULL")
+                .bind(id)
+                .fetch_optional(conn)
+                .await?;
+        t.chats.extend(dm);
     }
     Ok(())
 }
