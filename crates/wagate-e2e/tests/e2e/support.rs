@@ -379,6 +379,26 @@ impl World {
         .await
     }
 
+    /// Injects the simulator's fault `kind` on the first device of `phone`, waits for the
+    /// session to reach `status` and checks that its reason mentions `reason`.
+    pub async fn fault_then(&self, sid: &str, phone: &str, kind: &str, status: &str, reason: &str) {
+        let (s, v) = self
+            .sim_post(
+                "/control/fault",
+                json!({"jid": format!("{phone}:1@s.whatsapp.net"), "kind": kind}),
+            )
+            .await;
+        assert_eq!(s, 200, "fault {kind}: {v}");
+        let now = self.wait_status(sid, status).await;
+        assert!(
+            now["statusReason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(reason),
+            "after {kind}: {now}"
+        );
+    }
+
     pub async fn person(&self, phone: &str, name: &str) -> (String, String) {
         let (s, v) = self
             .sim_post("/control/people", json!({"phone": phone, "name": name}))

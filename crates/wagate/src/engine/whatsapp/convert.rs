@@ -496,7 +496,7 @@ pub fn group_info(
             };
             Some(GroupMember {
                 jid,
-                alt: other.and_then(|o| self::jid(o)),
+                alt: other.and_then(self::jid),
                 role: if p.is_admin() {
                     "admin".into()
                 } else {

@@ -95,6 +95,55 @@ pub async fn record_parts(
     parts: &mut [Part<'_>],
 ) -> sqlx::Result<Vec<Vec<Recorded>>> {
     let now = now_ms();
+    let chat_of = resolve_chats(&mut *conn, parts).await?;
+    // Every part's messages, in order, with their chat.
+    let all: Vec<(usize, &str, &NewMessage, i64)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(n, p)| {
+            let ids = &chat_of[n];
+            p.msgs
+                .iter()
+                .zip(ids)
+                .map(move |(m, &chat)| (n, p.session, m, chat))
+        })
+        .collect();
+    let results = insert_rows(&mut *conn, &all, now).await?;
+    let per_chat = activity(parts, &all, &results);
+    let jids = super::chats::note_activity(&mut *conn, &per_chat, now).await?;
+    let mut outcome: Vec<Vec<Recorded>> = parts
+        .iter()
+        .map(|p| Vec::with_capacity(p.msgs.len()))
+        .collect();
+    for (&(n, s, m, _), r) in all.iter().zip(results) {
+        let p = &mut parts[n];
+        if p.opts.emit_events && r.inserted {
+            let rec = as_record(s, r.chat_id, r.id, m, now);
+            let event = if m.kind == "reaction" {
+                kind::MESSAGE_REACTION
+            } else if m.from_me {
+                kind::MESSAGE_FROM_ME
+            } else {
+                kind::MESSAGE
+            };
+            p.out.push(
+                Some(s),
+                event,
+                &Message::from_record(rec, &jids[&r.chat_id]),
+            );
+        }
+        outcome[n].push(r);
+    }
+    Ok(outcome)
+}
+
+/// One message of [`record_parts`]: its part, session, the message and its chat's id.
+type Row<'a> = (usize, &'a str, &'a NewMessage, i64);
+
+/// The chat of every message of every part (created when new), and what the messages tell
+/// about their authors (push names, group membership). Known direct chats are found in one
+/// query for all parts.
+async fn resolve_chats(conn: &mut Conn, parts: &mut [Part<'_>]) -> sqlx::Result<Vec<Vec<i64>>> {
     // (session, chat, alt) → chat id, the DM partner's contact and, when known, their push
     // name now.
     type Key = (String, String, Option<String>);
@@ -218,18 +267,12 @@ pub async fn record_parts(
         chat_of.push(ids);
     }
 
-    // Every part's messages, in order, with their chat.
-    let all: Vec<(usize, &str, &NewMessage, i64)> = parts
-        .iter()
-        .enumerate()
-        .flat_map(|(n, p)| {
-            let ids = &chat_of[n];
-            p.msgs
-                .iter()
-                .zip(ids)
-                .map(move |(m, &chat)| (n, p.session, m, chat))
-        })
-        .collect();
+    Ok(chat_of)
+}
+
+/// Inserts the rows in multi-row statements; a WhatsApp id already stored in its chat keeps
+/// its row (`inserted: false`).
+async fn insert_rows(conn: &mut Conn, all: &[Row<'_>], now: i64) -> sqlx::Result<Vec<Recorded>> {
     let mut results: Vec<Option<Recorded>> = vec![None; all.len()];
     for (chunk_no, chunk) in all.chunks(ROWS_PER_INSERT).enumerate() {
         let base = chunk_no * ROWS_PER_INSERT;
@@ -309,15 +352,17 @@ pub async fn record_parts(
             });
         }
     }
-    let results: Vec<Recorded> = results
+    Ok(results
         .into_iter()
         .map(|r| r.expect("filled above"))
-        .collect();
+        .collect())
+}
 
-    // Per chat: latest activity and the number of new incoming messages.
+/// Per chat: the latest activity of the new rows and how many count as unread.
+fn activity(parts: &[Part<'_>], all: &[Row<'_>], results: &[Recorded]) -> Vec<(i64, i64, i64)> {
     let mut per_chat: Vec<(i64, i64, i64)> = Vec::new();
     let mut slot: HashMap<i64, usize> = HashMap::new();
-    for (&(n, _, m, _), r) in all.iter().zip(&results) {
+    for (&(n, _, m, _), r) in all.iter().zip(results) {
         if !r.inserted {
             continue;
         }
@@ -331,32 +376,7 @@ pub async fn record_parts(
             e.2 += 1;
         }
     }
-    let jids = super::chats::note_activity(&mut *conn, &per_chat, now).await?;
-
-    let mut outcome: Vec<Vec<Recorded>> = parts
-        .iter()
-        .map(|p| Vec::with_capacity(p.msgs.len()))
-        .collect();
-    for (&(n, s, m, _), r) in all.iter().zip(results) {
-        let p = &mut parts[n];
-        if p.opts.emit_events && r.inserted {
-            let rec = as_record(s, r.chat_id, r.id, m, now);
-            let event = if m.kind == "reaction" {
-                kind::MESSAGE_REACTION
-            } else if m.from_me {
-                kind::MESSAGE_FROM_ME
-            } else {
-                kind::MESSAGE
-            };
-            p.out.push(
-                Some(s),
-                event,
-                &Message::from_record(rec, &jids[&r.chat_id]),
-            );
-        }
-        outcome[n].push(r);
-    }
-    Ok(outcome)
+    per_chat
 }
 
 /// Applies an edit or a revoke inside the caller's transaction (see
