@@ -169,13 +169,14 @@ impl WaEngine {
                     _ = tokio::time::sleep(jitter) => {}
                     _ = stop.cancelled() => return,
                 }
-                this.set_status(
+                Box::pin(this.set_status(
                     &sid,
                     SessionStatus::Starting,
                     Some("reconnecting after a gateway restart"),
-                )
+                ))
                 .await;
-                if let Err(e) = this.start(&s).await {
+                // Boxed: the thousands of tasks waiting for a slot stay small.
+                if let Err(e) = Box::pin(this.start(&s)).await {
                     tracing::warn!(session = s.id, error = %e, "could not resume the session");
                     return;
                 }
@@ -711,8 +712,7 @@ impl WaEngine {
             if failures >= max && !run.client.is_connected() {
                 self.end(&sid);
                 let reason = format!("could not connect to WhatsApp {failures} times in a row");
-                self.set_status(&sid, SessionStatus::Failed, Some(&reason))
-                    .await;
+                Box::pin(self.set_status(&sid, SessionStatus::Failed, Some(&reason))).await;
                 return;
             }
         }
@@ -724,7 +724,7 @@ impl WaEngine {
         let s = sid.to_string();
         loop {
             tokio::select! {
-                _ = process_history(&self.0.store, &s) => {}
+                _ = Box::pin(process_history(&self.0.store, &s)) => {}
                 _ = run.cancel.cancelled() => return,
             }
             tokio::select! {
@@ -753,9 +753,11 @@ impl WaEngine {
                 break;
             };
             run.queued.fetch_sub(1, Ordering::Relaxed);
+            // Boxed: the task of an idle session then holds only this loop's small state, not
+            // the largest of every handler's futures (memory per connected session).
             match signal {
-                Signal::Event(e) => self.on_event(sid, &run, &e).await,
-                Signal::ConnectionClosed => self.on_closed(sid, &run).await,
+                Signal::Event(e) => Box::pin(self.on_event(sid, &run, &e)).await,
+                Signal::ConnectionClosed => Box::pin(self.on_closed(sid, &run)).await,
             }
         }
     }
