@@ -472,3 +472,17 @@ dual!(async fn votes_in_polls_are_checked_and_sent(backend) {
     vote(pid.clone(), json!({"options": ["Rice", "Rice"]})).await.expect_error(422, "validation_error");
     vote(text["id"].to_string(), json!({"options": ["Rice"]})).await.expect_error(422, "validation_error");
 });
+
+dual!(async fn a_name_of_a_loopback_address_is_refused_when_connecting(backend) {
+    // `localhost` is a name, not an IP literal: the check happens in the client's resolver,
+    // after DNS and before any connection (nothing listens for it to reach).
+    let files = file_server().await;
+    let port = files.rsplit(':').next().unwrap().to_owned();
+    let app = TestApp::new(backend).await;
+    let sid = app.session().await;
+    app.engine.connect(&sid);
+    let e = app.send(&sid, "", None, json!({"to": "6281234567890", "type": "document", "media": {"url": format!("http://localhost:{port}/files/ok.pdf")}})).await.expect_error(422, "validation_error");
+    let text = e.to_string();
+    assert!(text.contains("not a public address") && text.contains("media.url"), "{e}");
+    assert_eq!(app.rows_of("messages", &sid).await, 0);
+});
