@@ -10,7 +10,7 @@ use super::extract::{JsonBody, PathParams};
 use super::models::{ApiKey, ApiKeyList, CreatedApiKey};
 use crate::app::AppState;
 use crate::auth::{Auth, CapManage};
-use crate::domain::{now_ms, CapSet, Capability};
+use crate::domain::{CapSet, Capability};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 
 /// A key to create.
@@ -23,7 +23,8 @@ pub struct CreateApiKey {
     /// The capabilities the key carries; never more than the caller holds.
     #[schema(min_items = 1)]
     pub capabilities: Vec<Capability>,
-    /// When the key stops working (epoch ms, in the future); omit for a key that does not expire.
+    /// When the key stops working (epoch ms); omit for a key that does not expire. A time in the
+    /// past makes a key that is expired from the start.
     #[schema(maximum = 9223372036854775807_i64)]
     pub expires_at: Option<i64>,
 }
@@ -77,12 +78,6 @@ pub async fn create_key(
         return Err(ApiError::bad_body(
             Some("capabilities"),
             "at least one of read, send, manage, events",
-        ));
-    }
-    if body.expires_at.is_some_and(|e| e <= now_ms()) {
-        return Err(ApiError::bad_body(
-            Some("expiresAt"),
-            "must be in the future",
         ));
     }
     if !caps.is_subset_of(auth.caps) {

@@ -23,6 +23,17 @@ use crate::store::MessageRecord;
 /// How long after sending WhatsApp lets a message be edited.
 const EDIT_WINDOW_MS: i64 = 15 * 60 * 1000;
 
+/// What the document says an `emoji` may hold: no white space (`char::is_whitespace`) and no
+/// control character (`char::is_control`), spelled out so every regex dialect reads the same;
+/// a unit test keeps it equal to [`emoji_ok`] over every character.
+pub const EMOJI_PATTERN: &str =
+    "^[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$";
+
+/// The server's check of an `emoji`: at most 32 characters, none white space or control.
+fn emoji_ok(emoji: &str) -> bool {
+    emoji.chars().count() <= 32 && !emoji.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 /// What `{mid}` may be: the stored message's `id` (digits) or its `waMessageId`.
 pub const MESSAGE_REF_PATTERN: &str = "^[0-9A-Za-z_.:-]{1,128}$";
 
@@ -420,12 +431,7 @@ pub async fn react(
     State(st): State<AppState>,
     JsonBody(body): JsonBody<React>,
 ) -> ApiResult<Response> {
-    if body.emoji.chars().count() > 32
-        || body
-            .emoji
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
+    if !emoji_ok(&body.emoji) {
         return Err(ApiError::bad_body(
             Some("emoji"),
             "one emoji, or empty to remove the reaction",
@@ -738,4 +744,17 @@ pub async fn vote(
         options: body.options,
     };
     action.change(&st, &t, content).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_emoji_pattern_and_the_check_agree_on_every_character() {
+        let re = regex::Regex::new(super::EMOJI_PATTERN).unwrap();
+        for c in (0u32..=0x10FFFF).filter_map(char::from_u32) {
+            let s = c.to_string();
+            assert_eq!(re.is_match(&s), super::emoji_ok(&s), "U+{:04X}", c as u32);
+        }
+        assert!(super::emoji_ok("👍🏽") && super::emoji_ok(""));
+    }
 }

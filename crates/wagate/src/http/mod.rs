@@ -140,13 +140,33 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Whether a text is blank as the document's `\S` pattern sees it: only Unicode white space
-/// and the separators U+001C–U+001F (which Python's and .NET's `\s` count as space). Every field
-/// the document marks with `pattern: \S` is checked with this, so a request the document allows
-/// is never refused as blank and a blank one is always refused.
+/// What the document says of a text that may not be blank: it contains a character outside
+/// [`blank`]'s set. The set is spelled out (no `\s`, whose meaning differs between ECMA-262,
+/// Python and Rust regexes: U+001C–U+001F, U+FEFF), so every dialect reads the same class, and a
+/// unit test keeps it equal to [`blank`] over every character.
+pub const NOT_BLANK_PATTERN: &str =
+    "[^\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+
+/// Whether a text is blank: only Unicode white space (`char::is_whitespace`) and the separators
+/// U+001C–U+001F. Every field the document marks with [`NOT_BLANK_PATTERN`] is checked with
+/// this, so a request the document allows is never refused as blank and a blank one always is.
 pub(crate) fn blank(text: &str) -> bool {
     text.chars()
         .all(|c| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+}
+
+#[cfg(test)]
+mod blank_tests {
+    /// Every character, against the pattern, in Rust's regex dialect (the same class in every
+    /// dialect: it names its characters).
+    #[test]
+    fn the_pattern_and_the_check_agree_on_every_character() {
+        let re = regex::Regex::new(super::NOT_BLANK_PATTERN).unwrap();
+        for c in (0u32..=0x10FFFF).filter_map(char::from_u32) {
+            let s = c.to_string();
+            assert_eq!(re.is_match(&s), !super::blank(&s), "U+{:04X}", c as u32);
+        }
+    }
 }
 
 /// The `/api/v1` routes and their OpenAPI document.

@@ -158,6 +158,23 @@ fn missing(field: &str) -> ApiError {
     ApiError::bad_body(Some(field), "required for this type")
 }
 
+/// What the document says a recipient (`to`) may be: what [`recipient`] accepts, a phone number
+/// or a person's or group's JID, built from the parsers' own patterns.
+pub fn recipient_pattern() -> String {
+    let inner = |p: &str| {
+        p.strip_prefix('^')
+            .and_then(|p| p.strip_suffix('$'))
+            .expect("an anchored pattern")
+            .to_owned()
+    };
+    format!(
+        "^(({})|({})|({}))$",
+        inner(Phone::PATTERN),
+        inner(Jid::PERSON_PATTERN),
+        inner(Jid::GROUP_PATTERN)
+    )
+}
+
 /// The recipient: digits are a phone number; otherwise a person's or group's JID.
 pub fn recipient(raw: &str) -> ApiResult<Jid> {
     if raw.contains('@') {
@@ -367,14 +384,16 @@ pub struct SendMessageForm {
     /// The file; its part's `Content-Type` is its MIME type unless `mimetype` is given.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
-    #[schema(max_length = 200)]
+    /// Its MIME type, not only spaces; default: the file part's `Content-Type`.
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     mimetype: Option<String>,
     /// A file name (documents show it); default: the part's file name.
     #[schema(max_length = 255)]
     filename: Option<String>,
     #[schema(max_length = 65536)]
     caption: Option<String>,
-    /// For `audio`: `true` sends a voice note.
+    /// For `audio`: `true` sends a voice note (the text `true` or `false`).
+    #[schema(value_type = Option<String>, pattern = "^(true|false)$")]
     voice: Option<bool>,
 }
 
@@ -489,7 +508,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for SendInput {
         }
         let mimetype = mimetype
             .or(ctype)
-            .filter(|t| !t.trim().is_empty())
+            .filter(|t| !super::blank(t))
             .ok_or_else(|| {
                 ApiError::bad_body(
                     Some("mimetype"),
