@@ -25,7 +25,7 @@ pub struct CreateApiKey {
     pub capabilities: Vec<Capability>,
     /// When the key stops working (epoch ms); omit for a key that does not expire. A time in the
     /// past makes a key that is expired from the start.
-    #[schema(maximum = 9223372036854775807_i64)]
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
     pub expires_at: Option<i64>,
 }
 
@@ -78,6 +78,12 @@ pub async fn create_key(
         return Err(ApiError::bad_body(
             Some("capabilities"),
             "at least one of read, send, manage, events",
+        ));
+    }
+    if body.expires_at.is_some_and(|e| e < 0) {
+        return Err(ApiError::bad_body(
+            Some("expiresAt"),
+            "a time in epoch milliseconds, 0 or more",
         ));
     }
     if !caps.is_subset_of(auth.caps) {

@@ -393,7 +393,7 @@ pub struct SendMessageForm {
     #[schema(max_length = 65536)]
     caption: Option<String>,
     /// For `audio`: `true` sends a voice note (the text `true` or `false`).
-    #[schema(value_type = Option<String>, pattern = "^(true|false)$")]
+    #[schema(value_type = String, required = false, pattern = "^(true|false)$")]
     voice: Option<bool>,
 }
 

@@ -402,10 +402,9 @@ async fn body_fields_carry_the_patterns_the_server_enforces() {
         );
     }
     // A voice flag in a form is the text true or false, as the server reads it.
-    assert_eq!(
-        schemas["SendMessageForm"]["properties"]["voice"]["pattern"],
-        "^(true|false)$"
-    );
+    let voice = &schemas["SendMessageForm"]["properties"]["voice"];
+    assert_eq!(voice["pattern"], "^(true|false)$");
+    assert_eq!(voice["type"], "string", "not nullable: {voice}");
     // The emoji pattern is the server's check (a unit test compares them on every character).
     assert_eq!(
         schemas["React"]["properties"]["emoji"]["pattern"],
@@ -419,9 +418,15 @@ async fn body_fields_carry_the_patterns_the_server_enforces() {
             && !emoji.is_match("\u{85}")
     );
     // A past expiry is allowed by the document, and taken by the server.
-    assert!(schemas["CreateApiKey"]["properties"]["expiresAt"]
-        .get("minimum")
-        .is_none());
+    assert_eq!(schemas["CreateApiKey"]["properties"]["expiresAt"]["minimum"], 0);
+    app.call(
+        Method::POST,
+        "/api/v1/api-keys",
+        key.as_deref(),
+        Some(serde_json::json!({"name": "neg", "capabilities": ["read"], "expiresAt": -9223372036854775809_f64})),
+    )
+    .await
+    .expect_error(422, "validation_error");
     app.call(
         Method::POST,
         "/api/v1/api-keys",
