@@ -380,7 +380,7 @@ pub struct SendMessageForm {
     to: String,
     /// `image`, `video`, `audio`, `document` or `sticker`.
     #[schema(rename = "type")]
-    kind: SendKind,
+    kind: MediaKind,
     /// The file; its part's `Content-Type` is its MIME type unless `mimetype` is given.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,

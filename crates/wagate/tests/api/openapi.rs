@@ -418,7 +418,10 @@ async fn body_fields_carry_the_patterns_the_server_enforces() {
             && !emoji.is_match("\u{85}")
     );
     // A past expiry is allowed by the document, and taken by the server.
-    assert_eq!(schemas["CreateApiKey"]["properties"]["expiresAt"]["minimum"], 0);
+    assert_eq!(
+        schemas["CreateApiKey"]["properties"]["expiresAt"]["minimum"],
+        0
+    );
     app.call(
         Method::POST,
         "/api/v1/api-keys",
