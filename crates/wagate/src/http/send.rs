@@ -384,7 +384,8 @@ pub struct SendMessageForm {
     /// The file; its part's `Content-Type` is its MIME type unless `mimetype` is given.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
-    /// Its MIME type, not only spaces; default: the file part's `Content-Type`.
+    /// Its MIME type, not only spaces; default: the file part's `Content-Type`, else
+    /// `application/octet-stream`.
     #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     mimetype: Option<String>,
     /// A file name (documents show it); default: the part's file name.
@@ -506,15 +507,15 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for SendInput {
         if bytes.is_empty() {
             return Err(ApiError::bad_body(Some("file"), "empty"));
         }
-        let mimetype = mimetype
-            .or(ctype)
-            .filter(|t| !super::blank(t))
-            .ok_or_else(|| {
-                ApiError::bad_body(
-                    Some("mimetype"),
-                    "required when the file part has no Content-Type",
-                )
-            })?;
+        // Neither a `mimetype` field nor a part `Content-Type`: an opaque file (the document
+        // cannot make `mimetype` required only when the part has no type).
+        let mimetype = match mimetype.or(ctype) {
+            Some(t) if super::blank(&t) => {
+                return Err(ApiError::bad_body(Some("mimetype"), "not only spaces"))
+            }
+            Some(t) => t,
+            None => "application/octet-stream".to_owned(),
+        };
         Ok(SendInput::Form(
             body,
             File {

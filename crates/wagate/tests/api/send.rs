@@ -435,10 +435,13 @@ dual!(async fn media_as_multipart_form_data(backend) {
     let r = post(form(&[("to", "6281234567890"), ("type", "audio"), ("voice", "true"), ("mimetype", "audio/ogg; codecs=opus")], Some(("v.ogg", None, b"OggS....")))).await;
     r.expect(201);
     assert!(matches!(&client.sent.lock().unwrap().last().unwrap().content, OutgoingContent::Media { voice: true, mimetype, .. } if mimetype == "audio/ogg; codecs=opus"));
-    // Refused: no file, no type for it, a text type, an unknown field, too large.
+    // Without a type anywhere the file is opaque.
+    let r = post(form(&[("to", "6281234567890"), ("type", "document")], Some(("x", None, b"abc")))).await;
+    r.expect(201);
+    assert_eq!(r.json()["media"]["mimetype"], "application/octet-stream");
+    // Refused: no file, a text type, an unknown field, too large.
     let before = app.rows_of("messages", &sid).await;
     post(form(&[("to", "6281234567890"), ("type", "image")], None)).await.expect_error(422, "validation_error");
-    post(form(&[("to", "6281234567890"), ("type", "document")], Some(("x", None, b"abc")))).await.expect_error(422, "validation_error");
     post(form(&[("to", "6281234567890"), ("type", "text")], Some(("x.txt", Some("text/plain"), b"abc")))).await.expect_error(422, "validation_error");
     post(form(&[("to", "6281234567890"), ("type", "image"), ("colour", "red")], Some(("x.png", Some("image/png"), b"abc")))).await.expect_error(422, "validation_error");
     post(form(&[("to", "6281234567890"), ("type", "image")], Some(("x.png", Some("image/png"), &vec![7u8; 100_000])))).await.expect_error(413, "payload_too_large");
