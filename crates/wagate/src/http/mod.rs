@@ -155,20 +155,6 @@ pub(crate) fn blank(text: &str) -> bool {
         .all(|c| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
 }
 
-#[cfg(test)]
-mod blank_tests {
-    /// Every character, against the pattern, in Rust's regex dialect (the same class in every
-    /// dialect: it names its characters).
-    #[test]
-    fn the_pattern_and_the_check_agree_on_every_character() {
-        let re = regex::Regex::new(super::NOT_BLANK_PATTERN).unwrap();
-        for c in (0u32..=0x10FFFF).filter_map(char::from_u32) {
-            let s = c.to_string();
-            assert_eq!(re.is_match(&s), !super::blank(&s), "U+{:04X}", c as u32);
-        }
-    }
-}
-
 /// The `/api/v1` routes and their OpenAPI document.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -375,4 +361,18 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
+}
+
+#[cfg(test)]
+mod blank_tests {
+    /// Every character, against the pattern, in Rust's regex dialect (the same class in every
+    /// dialect: it names its characters).
+    #[test]
+    fn the_pattern_and_the_check_agree_on_every_character() {
+        let re = regex::Regex::new(super::NOT_BLANK_PATTERN).unwrap();
+        for c in (0u32..=0x10FFFF).filter_map(char::from_u32) {
+            let s = c.to_string();
+            assert_eq!(re.is_match(&s), !super::blank(&s), "U+{:04X}", c as u32);
+        }
+    }
 }

@@ -28,7 +28,7 @@ fn get_req(app: &TestApp, uri: &str) -> Request<Body> {
 async fn a_request_over_the_time_limit_is_504_in_the_envelope() {
     let stall = axum::Router::<AppState>::new().route(
         "/api/v1/test/stall",
-        get(|| std::future::pending::<&'static str>()),
+        get(std::future::pending::<&'static str>),
     );
     let app = TestApp::builder()
         .config(|c| c.request_timeout_secs = 1)
