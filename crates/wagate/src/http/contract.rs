@@ -146,6 +146,9 @@ fn add_body_patterns(doc: &mut Value) {
         let target = if items { &mut field["items"] } else { field };
         target["pattern"] = json!(pattern);
     }
+    // A form takes only its documented fields (the server names an unknown one in a 422), as
+    // the JSON bodies do through `deny_unknown_fields`.
+    doc["components"]["schemas"]["SendMessageForm"]["additionalProperties"] = json!(false);
     fn not_blank(v: &mut Value) {
         match v {
             Value::Object(map) => {

@@ -402,6 +402,7 @@ async fn body_fields_carry_the_patterns_the_server_enforces() {
         );
     }
     // A voice flag in a form is the text true or false, as the server reads it.
+    assert_eq!(schemas["SendMessageForm"]["additionalProperties"], false);
     let voice = &schemas["SendMessageForm"]["properties"]["voice"];
     assert_eq!(voice["pattern"], "^(true|false)$");
     assert_eq!(voice["type"], "string", "not nullable: {voice}");
