@@ -19,6 +19,7 @@ struct Inner {
     auth: Authenticator,
     engine: Arc<dyn Engine>,
     metrics: Metrics,
+    media_fetcher: crate::http::fetch::MediaFetcher,
 }
 
 /// Everything a handler can reach. Cheap to clone.
@@ -32,6 +33,7 @@ impl AppState {
             keys: ApiKeyService::new(store.clone()),
         };
         AppState(Arc::new(Inner {
+            media_fetcher: crate::http::fetch::MediaFetcher::new(&config),
             owners: Default::default(),
             numbers: Default::default(),
             sender: crate::engine::sender::Sender::start(store.clone(), engine.clone()),
@@ -76,6 +78,11 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// The `media.url` downloader (one pooled client, bounded downloads).
+    pub fn media_fetcher(&self) -> &crate::http::fetch::MediaFetcher {
+        &self.0.media_fetcher
     }
 }
 

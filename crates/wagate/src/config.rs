@@ -63,6 +63,17 @@ pub struct Config {
     /// Let `media.url` point at loopback, private and link-local addresses (off: the gateway
     /// would otherwise fetch from inside its own network on a caller's behalf).
     pub media_url_allow_private: bool,
+    /// `media.url` downloads in flight at once; more wait for a free slot (each holds up to
+    /// `media_url_max_bytes` in memory until its send is stored).
+    pub media_url_max_concurrent: usize,
+    /// Time limit of one request, seconds: a request still unanswered then gets 504
+    /// `gateway_timeout`. Must exceed `media_url_timeout_secs`; a synchronous send shortens its
+    /// wait for WhatsApp to fit (it answers 202 in time).
+    pub request_timeout_secs: u64,
+    /// API requests in progress at once; more are refused at once with 503
+    /// `gateway_unavailable` and `Retry-After` (load shedding). `/healthz`, `/readyz` and
+    /// `/metrics` are not counted.
+    pub max_concurrent_requests: usize,
 }
 
 /// WhatsApp's chat socket.
@@ -97,6 +108,9 @@ impl Default for Config {
             media_url_allow_private: false,
             media_dir: String::new(),
             media_store_max_bytes: 64 * 1024 * 1024,
+            media_url_max_concurrent: 4,
+            request_timeout_secs: 60,
+            max_concurrent_requests: 1024,
         }
     }
 }
@@ -232,6 +246,20 @@ to a simulator on loopback, and WAGATE_WA_URL is `{}`",
         if self.max_connect_failures < 1 || self.resume_concurrency < 1 {
             return err("max_connect_failures and resume_concurrency must be at least 1".into());
         }
+        if self.media_url_max_concurrent < 1 || self.max_concurrent_requests < 1 {
+            return err(
+                "media_url_max_concurrent (WAGATE_MEDIA_URL_MAX_CONCURRENT) and max_concurrent_requests \
+(WAGATE_MAX_CONCURRENT_REQUESTS) must be at least 1"
+                    .into(),
+            );
+        }
+        if self.request_timeout_secs <= self.media_url_timeout_secs {
+            return err(format!(
+                "request_timeout_secs (WAGATE_REQUEST_TIMEOUT_SECS) is {} and must exceed media_url_timeout_secs \
+(WAGATE_MEDIA_URL_TIMEOUT_SECS, {}), so a slow download is answered as one",
+                self.request_timeout_secs, self.media_url_timeout_secs
+            ));
+        }
         Ok(())
     }
 
@@ -343,6 +371,27 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("WAGATE_JWT_ISSUER"));
+        let c = Config {
+            request_timeout_secs: 30,
+            media_url_timeout_secs: 30,
+            wa_url: "ws://127.0.0.1:9/ws/chat".into(),
+            ..Config::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("WAGATE_REQUEST_TIMEOUT_SECS"));
+        let c = Config {
+            max_concurrent_requests: 0,
+            wa_url: "ws://127.0.0.1:9/ws/chat".into(),
+            ..Config::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("WAGATE_MAX_CONCURRENT_REQUESTS"));
     }
 
     #[test]

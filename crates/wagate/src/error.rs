@@ -51,6 +51,16 @@ pub enum ApiError {
     NotImplemented(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Too many requests in progress: shed at once, to be retried after `retry_after_secs`
+    /// (503 `gateway_unavailable` with `Retry-After`).
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// The request took longer than the gateway's time limit (504).
+    #[error("{0}")]
+    Timeout(String),
     /// Anything else. The cause is logged, never sent.
     #[error("internal error: {0:#}")]
     Internal(anyhow::Error),
@@ -114,7 +124,10 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -130,7 +143,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotImplemented(_) => "not_implemented",
-            ApiError::Unavailable(_) => "gateway_unavailable",
+            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => "gateway_unavailable",
+            ApiError::Timeout(_) => "gateway_timeout",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -232,6 +246,9 @@ impl ApiError {
             }
         }
         if let ApiError::RateLimited {
+            retry_after_secs, ..
+        }
+        | ApiError::Overloaded {
             retry_after_secs, ..
         } = self
         {

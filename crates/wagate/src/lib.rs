@@ -2,7 +2,7 @@
 //!
 //! Layout: [`config`] (settings), [`domain`] (parse-once types), [`store`] (SQL and the
 //! ingest operations), [`auth`] (JWT + API keys), [`engine`] (the seam to WhatsApp),
-//! [`http`] (routes and handlers), [`app`] (state and router), [`cli`] (the `wagate` command).
+//! [`net`] (outbound connections to public addresses only), [`http`] (routes and handlers), [`app`] (state and router), [`cli`] (the `wagate` command).
 
 pub mod app;
 pub mod auth;
@@ -13,6 +13,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod net;
 pub mod store;
 
 pub use app::{app, AppState};

@@ -10,7 +10,7 @@ use super::extract::{JsonBody, PathParams};
 use super::models::{ApiKey, ApiKeyList, CreatedApiKey};
 use crate::app::AppState;
 use crate::auth::{Auth, CapManage};
-use crate::domain::{now_ms, CapSet, Capability};
+use crate::domain::{CapSet, Capability};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 
 /// A key to create.
@@ -23,8 +23,9 @@ pub struct CreateApiKey {
     /// The capabilities the key carries; never more than the caller holds.
     #[schema(min_items = 1)]
     pub capabilities: Vec<Capability>,
-    /// When the key stops working (epoch ms, in the future); omit for a key that does not expire.
-    #[schema(maximum = 9223372036854775807_i64)]
+    /// When the key stops working (epoch ms); omit for a key that does not expire. A time in the
+    /// past makes a key that is expired from the start.
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
     pub expires_at: Option<i64>,
 }
 
@@ -79,10 +80,10 @@ pub async fn create_key(
             "at least one of read, send, manage, events",
         ));
     }
-    if body.expires_at.is_some_and(|e| e <= now_ms()) {
+    if body.expires_at.is_some_and(|e| e < 0) {
         return Err(ApiError::bad_body(
             Some("expiresAt"),
-            "must be in the future",
+            "a time in epoch milliseconds, 0 or more",
         ));
     }
     if !caps.is_subset_of(auth.caps) {

@@ -114,6 +114,56 @@ number, `<digits>@lid` for a person by privacy id, `<digits>@g.us` or `<digits>-
     );
 }
 
+/// Body fields whose constraint is a parser's pattern: (schema, property, items?, pattern).
+fn body_patterns() -> Vec<(&'static str, &'static str, bool, String)> {
+    let recipient = super::send::recipient_pattern();
+    vec![
+        ("CheckNumbers", "phones", true, Phone::PATTERN.to_owned()),
+        (
+            "PairingCodeRequest",
+            "phone",
+            false,
+            Phone::PATTERN.to_owned(),
+        ),
+        ("Forward", "to", false, recipient.clone()),
+        ("SendMessage", "to", false, recipient.clone()),
+        ("SendMessageForm", "to", false, recipient),
+        (
+            "React",
+            "emoji",
+            false,
+            super::messages::EMOJI_PATTERN.to_owned(),
+        ),
+    ]
+}
+
+/// Puts the parsers' patterns on the body fields they check, and the server's exact class of
+/// blank characters wherever a handler wrote `\S` ("not only spaces").
+fn add_body_patterns(doc: &mut Value) {
+    for (schema, prop, items, pattern) in body_patterns() {
+        let field = &mut doc["components"]["schemas"][schema]["properties"][prop];
+        assert!(field.is_object(), "{schema}.{prop} is not in the document");
+        let target = if items { &mut field["items"] } else { field };
+        target["pattern"] = json!(pattern);
+    }
+    // A form takes only its documented fields (the server names an unknown one in a 422), as
+    // the JSON bodies do through `deny_unknown_fields`.
+    doc["components"]["schemas"]["SendMessageForm"]["additionalProperties"] = json!(false);
+    fn not_blank(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                if map.get("pattern").and_then(Value::as_str) == Some("\\S") {
+                    map.insert("pattern".into(), json!(super::NOT_BLANK_PATTERN));
+                }
+                map.values_mut().for_each(not_blank);
+            }
+            Value::Array(items) => items.iter_mut().for_each(not_blank),
+            _ => {}
+        }
+    }
+    not_blank(&mut doc["components"]);
+}
+
 /// Adds `status` to `responses` unless the handler documented it already.
 fn ensure(responses: &mut Map<String, Value>, status: u16, description: &str) {
     responses
@@ -168,9 +218,15 @@ fn complete_operation(path: &str, method: &str, op: &mut Value) {
         ensure(
             responses,
             503,
-            "The database cannot be reached right now; retry later.",
+            "The database cannot be reached right now, or the gateway is answering as many requests as it \
+takes (`max_concurrent_requests`; then with `Retry-After`); retry later.",
         );
     }
+    ensure(
+        responses,
+        504,
+        "The request took longer than the gateway's time limit (`request_timeout_secs`).",
+    );
     if sid_in_path {
         ensure(
             responses,
@@ -224,6 +280,7 @@ fn add_links(doc: &mut Value) {
 /// Applies the rules above to the whole document.
 pub fn complete(doc: &mut Value) {
     add_schemas(doc);
+    add_body_patterns(doc);
     let paths: Vec<String> = doc["paths"]
         .as_object()
         .expect("paths")

@@ -1,12 +1,19 @@
 //! Downloads a file a caller named by URL (`media.url` of a send), within a size cap and a time
-//! limit, without following redirects, and by default never from loopback, private or
-//! link-local addresses (the gateway must not become a way into its own network).
+//! limit, without following redirects, and by default only from public addresses (the gateway
+//! must not become a way into its own network; the check is [`crate::net`]'s, made when the
+//! connection is made).
+//!
+//! One [`MediaFetcher`] per application: one pooled client, and a bound on the downloads in
+//! flight (each holds up to `media_url_max_bytes` in memory until its send is in the outbox).
 
-use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
+use crate::net::Refused;
 
 /// A downloaded file.
 pub struct Fetched {
@@ -15,128 +22,133 @@ pub struct Fetched {
     pub content_type: Option<String>,
     /// The last path segment, when it looks like a file name.
     pub filename: Option<String>,
+    /// One of the fetcher's slots, held while the file is in memory: keep it until the file
+    /// is stored.
+    pub slot: OwnedSemaphorePermit,
+}
+
+/// The `media.url` downloader: a shared client and a bound on concurrent downloads.
+pub struct MediaFetcher {
+    client: reqwest::Client,
+    slots: Arc<Semaphore>,
+    max_bytes: usize,
+    allow_private: bool,
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::bad_body(Some("media.url"), message)
 }
 
-/// Addresses a public URL may not resolve to.
-fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                // 100.64.0.0/10, carrier-grade NAT
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xC0) == 64)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_internal(IpAddr::V4(v4));
-            }
-            v6.is_loopback()
-                || v6.is_unspecified()
-                // fc00::/7 unique local, fe80::/10 link-local
-                || (v6.segments()[0] & 0xFE00) == 0xFC00
-                || (v6.segments()[0] & 0xFFC0) == 0xFE80
-        }
+/// A failed download as the caller sees it.
+fn failed(e: reqwest::Error) -> ApiError {
+    if let Some(refused) = Refused::of(&e) {
+        return match refused {
+            Refused::NotPublic { .. } => bad(format!(
+                "{refused}: loopback, private, link-local and other non-public addresses are refused"
+            )),
+            Refused::NoAddress { .. } => bad(refused.to_string()),
+        };
+    }
+    if e.is_timeout() {
+        bad("the download took too long")
+    } else if e.is_connect() {
+        bad(format!("the server cannot be reached: {e}"))
+    } else {
+        bad(format!("the download failed: {e}"))
     }
 }
 
-pub async fn fetch(cfg: &Config, raw: &str) -> ApiResult<Fetched> {
-    let url = reqwest::Url::parse(raw).map_err(|e| bad(format!("not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad("only http and https URLs"));
-    }
-    let host = url
-        .host_str()
-        .ok_or_else(|| bad("the URL has no host"))?
-        .to_owned();
-    let port = url.port_or_known_default().unwrap_or(443);
-    let bare = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((bare.as_str(), port))
-        .await
-        .map_err(|e| bad(format!("the host {host} cannot be resolved: {e}")))?
-        .collect();
-    let addr = *addrs
-        .first()
-        .ok_or_else(|| bad(format!("the host {host} has no address")))?;
-    if !cfg.media_url_allow_private && addrs.iter().any(|a| is_internal(a.ip())) {
-        return Err(bad(
-            "the URL points at a loopback, private or link-local address",
-        ));
-    }
-    // The checked address is the one connected to (no second lookup to be fooled by).
-    let client = reqwest::Client::builder()
-        .resolve(&bare, addr)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(cfg.media_url_timeout_secs))
-        .build()
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let mut resp = client.get(url.clone()).send().await.map_err(|e| {
-        if e.is_timeout() {
-            bad("the download took too long")
-        } else {
-            bad(format!("the download failed: {e}"))
+impl MediaFetcher {
+    pub fn new(cfg: &Config) -> Self {
+        let client = crate::net::client(
+            cfg.media_url_allow_private,
+            Duration::from_secs(cfg.media_url_timeout_secs),
+        )
+        // Only a TLS back end that cannot start fails here: nothing a request can cause.
+        .expect("the media.url HTTP client builds");
+        MediaFetcher {
+            client,
+            slots: Arc::new(Semaphore::new(cfg.media_url_max_concurrent.max(1))),
+            max_bytes: cfg.media_url_max_bytes,
+            allow_private: cfg.media_url_allow_private,
         }
-    })?;
-    if !resp.status().is_success() {
-        return Err(bad(format!(
-            "the server answered {} (redirects are not followed)",
-            resp.status()
-        )));
     }
-    let cap = cfg.media_url_max_bytes;
-    let too_large = || {
-        ApiError::PayloadTooLarge(format!(
-            "the file at media.url is larger than {cap} bytes (media_url_max_bytes)"
-        ))
-    };
-    if resp.content_length().is_some_and(|n| n as usize > cap) {
-        return Err(too_large());
-    }
-    let content_type = resp
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .filter(|t| !t.is_empty() && t != "application/octet-stream");
-    let mut bytes = Vec::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                if bytes.len() + chunk.len() > cap {
-                    return Err(too_large());
+
+    /// Downloads `raw`, waiting for a free slot first (the request's own time limit bounds
+    /// the wait).
+    pub async fn fetch(&self, raw: &str) -> ApiResult<Fetched> {
+        let url = reqwest::Url::parse(raw).map_err(|e| bad(format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("only http and https URLs"));
+        }
+        if url.host_str().is_none() {
+            return Err(bad("the URL has no host"));
+        }
+        crate::net::check_host(&url, self.allow_private).map_err(|r| {
+            bad(format!(
+                "{r}: loopback, private, link-local and other non-public addresses are refused"
+            ))
+        })?;
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        let mut resp = self.client.get(url.clone()).send().await.map_err(failed)?;
+        if !resp.status().is_success() {
+            return Err(bad(format!(
+                "the server answered {} (redirects are not followed)",
+                resp.status()
+            )));
+        }
+        let cap = self.max_bytes;
+        let too_large = || {
+            ApiError::PayloadTooLarge(format!(
+                "the file at media.url is larger than {cap} bytes (media_url_max_bytes)"
+            ))
+        };
+        let announced = resp.content_length();
+        if announced.is_some_and(|n| n > cap as u64) {
+            return Err(too_large());
+        }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .filter(|t| !t.is_empty() && t != "application/octet-stream");
+        // Sized once when the server says how much comes (no doubling growth).
+        let mut bytes = Vec::with_capacity(announced.map_or(0, |n| n as usize));
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if bytes.len() + chunk.len() > cap {
+                        return Err(too_large());
+                    }
+                    bytes.extend_from_slice(&chunk);
                 }
-                bytes.extend_from_slice(&chunk);
+                Ok(None) => break,
+                Err(e) => return Err(failed(e)),
             }
-            Ok(None) => break,
-            Err(e) if e.is_timeout() => return Err(bad("the download took too long")),
-            Err(e) => return Err(bad(format!("the download failed: {e}"))),
         }
+        if bytes.is_empty() {
+            return Err(bad("the file is empty"));
+        }
+        let filename = url
+            .path_segments()
+            .and_then(|mut s| s.next_back())
+            .filter(|n| n.contains('.') && n.len() <= 255)
+            .map(|n| {
+                percent_encoding::percent_decode_str(n)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            });
+        Ok(Fetched {
+            bytes,
+            content_type,
+            filename,
+            slot,
+        })
     }
-    if bytes.is_empty() {
-        return Err(bad("the file is empty"));
-    }
-    let filename = url
-        .path_segments()
-        .and_then(|mut s| s.next_back())
-        .filter(|n| n.contains('.') && n.len() <= 255)
-        .map(|n| {
-            percent_encoding::percent_decode_str(n)
-                .decode_utf8_lossy()
-                .into_owned()
-        });
-    Ok(Fetched {
-        bytes,
-        content_type,
-        filename,
-    })
 }

@@ -1,16 +1,17 @@
 //! `/api/v1/sessions/{sid}/messages/{mid}`: one stored message, by the gateway's id or by
 //! WhatsApp's.
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::extract::{JsonBody, PathParams, QueryMap};
+use super::extract::{JsonBody, PathParams};
 use super::models::Message;
-use super::send::{asynchronous, idempotency_key, job_message, recipient, submit};
+use super::send::{job_message, recipient, submit, SendOptions};
 use super::{check_session, owned_session};
 use crate::app::AppState;
 use crate::auth::{Auth, CapRead, CapSend};
@@ -21,6 +22,17 @@ use crate::store::MessageRecord;
 
 /// How long after sending WhatsApp lets a message be edited.
 const EDIT_WINDOW_MS: i64 = 15 * 60 * 1000;
+
+/// What the document says an `emoji` may hold: no white space (`char::is_whitespace`) and no
+/// control character (`char::is_control`), spelled out so every regex dialect reads the same;
+/// a unit test keeps it equal to [`emoji_ok`] over every character.
+pub const EMOJI_PATTERN: &str =
+    "^[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$";
+
+/// The server's check of an `emoji`: at most 32 characters, none white space or control.
+fn emoji_ok(emoji: &str) -> bool {
+    emoji.chars().count() <= 32 && !emoji.chars().any(|c| c.is_whitespace() || c.is_control())
+}
 
 /// What `{mid}` may be: the stored message's `id` (digits) or its `waMessageId`.
 pub const MESSAGE_REF_PATTERN: &str = "^[0-9A-Za-z_.:-]{1,128}$";
@@ -99,23 +111,142 @@ fn chat_of(jid: &str) -> ApiResult<Jid> {
         .map_err(|e: String| ApiError::Internal(anyhow::anyhow!(e)))
 }
 
-/// The target of an action, checked to exist and not to be revoked.
-async fn target(
-    st: &AppState,
-    auth: &Auth<CapSend>,
-    path: &PathParams,
-) -> ApiResult<(crate::store::SessionRecord, MessageRecord, Jid)> {
-    let sid = path.session()?;
-    let mid = message_ref(path)?;
-    let session = owned_session(st, auth, &sid).await?;
-    let (m, jid) = resolve(st, &session.id, &mid).await?;
-    if m.deleted {
-        return Err(ApiError::Conflict(
-            "the message was deleted for everyone".into(),
-        ));
+/// The parameters every action on a message takes (edit, revoke, react, forward, vote).
+pub struct ActionParams;
+
+impl utoipa::IntoParams for ActionParams {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::Required;
+        let param = |name: &str, at: ParameterIn, required: bool, ty: Type, description: &str| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(at)
+                .required(if required {
+                    Required::True
+                } else {
+                    Required::False
+                })
+                .description(Some(description))
+                .schema(Some(ObjectBuilder::new().schema_type(ty)))
+                .build()
+        };
+        vec![
+            param(
+                "sid",
+                ParameterIn::Path,
+                true,
+                Type::String,
+                "Session id (ULID).",
+            ),
+            param(
+                "mid",
+                ParameterIn::Path,
+                true,
+                Type::String,
+                "The message's `id`, or its `waMessageId`.",
+            ),
+            param(
+                "async",
+                ParameterIn::Query,
+                false,
+                Type::Boolean,
+                "`true`: queue and answer 202 at once.",
+            ),
+            param(
+                "Idempotency-Key",
+                ParameterIn::Header,
+                false,
+                Type::String,
+                "Makes retries safe: 1 to 200 visible ASCII characters.",
+            ),
+        ]
     }
-    let chat = chat_of(&jid)?;
-    Ok((session, m, chat))
+}
+
+/// What every action on a message starts with: a caller with `send`, the addressed message
+/// (`{sid}`, `{mid}`) and how the change is accepted (`async`, `Idempotency-Key`).
+pub struct MessageAction {
+    auth: Auth<CapSend>,
+    path: PathParams,
+    opts: SendOptions,
+}
+
+impl<S> FromRequestParts<S> for MessageAction
+where
+    S: Send + Sync,
+    Auth<CapSend>: FromRequestParts<S, Rejection = ApiError>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Ok(MessageAction {
+            auth: Auth::<CapSend>::from_request_parts(parts, state).await?,
+            path: PathParams::from_request_parts(parts, state).await?,
+            opts: SendOptions::from_request_parts(parts, state).await?,
+        })
+    }
+}
+
+/// The message an action is about, checked to exist and not to be revoked.
+struct Target {
+    session: crate::store::SessionRecord,
+    message: MessageRecord,
+    chat: Jid,
+}
+
+impl MessageAction {
+    async fn target(&self, st: &AppState) -> ApiResult<Target> {
+        let sid = self.path.session()?;
+        let mid = message_ref(&self.path)?;
+        let session = owned_session(st, &self.auth, &sid).await?;
+        let (message, jid) = resolve(st, &session.id, &mid).await?;
+        if message.deleted {
+            return Err(ApiError::Conflict(
+                "the message was deleted for everyone".into(),
+            ));
+        }
+        let chat = chat_of(&jid)?;
+        Ok(Target {
+            session,
+            message,
+            chat,
+        })
+    }
+
+    /// Sends a change of the target message (edit, revoke, vote): answered with the message.
+    async fn change(
+        &self,
+        st: &AppState,
+        t: &Target,
+        content: OutgoingContent,
+    ) -> ApiResult<Response> {
+        let (status, job) = submit(
+            st,
+            &t.session,
+            &self.opts,
+            t.chat.clone(),
+            content,
+            Some(&t.message),
+        )
+        .await?;
+        change_answer(st, &t.session.id, t.message.id, status, &job).await
+    }
+
+    /// Sends a new message made from the target (reaction, forward): answered with it.
+    async fn new_message(
+        &self,
+        st: &AppState,
+        t: &Target,
+        to: Jid,
+        content: OutgoingContent,
+    ) -> ApiResult<Response> {
+        let (status, job) = submit(st, &t.session, &self.opts, to, content, None).await?;
+        Ok((status, Json(job_message(st, &t.session.id, &job).await?)).into_response())
+    }
 }
 
 /// The answer to an edit or revoke: the changed message once WhatsApp took the change (200),
@@ -178,12 +309,7 @@ pub struct Forward {
 sending (same `async`, `Idempotency-Key`, rate limits and 501 without a connected client); once WhatsApp took it the \
 stored message has the new `body` and `edited: true`, and a `message.edited` event is written. Answers 200 with the \
 edited message, or 202 with the message as it still is while the edit is on its way. Needs `send`.",
-    params(
-        ("sid" = String, Path, description = "Session id (ULID)."),
-        ("mid" = String, Path, description = "The message's `id`, or its `waMessageId`."),
-        ("async" = Option<bool>, Query, description = "`true`: queue and answer 202 at once."),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 200 visible ASCII characters."),
-    ),
+    params(ActionParams),
     request_body = EditMessage,
     responses(
         (status = 200, description = "Edited.", body = Message),
@@ -196,22 +322,18 @@ edited message, or 202 with the message as it still is while the edit is on its 
     security(("bearer" = []))
 )]
 pub async fn edit_message(
-    auth: Auth<CapSend>,
+    action: MessageAction,
     State(st): State<AppState>,
-    path: PathParams,
-    q: QueryMap,
-    headers: HeaderMap,
     JsonBody(body): JsonBody<EditMessage>,
 ) -> ApiResult<Response> {
-    let asynchronous = asynchronous(&q)?;
-    let key = idempotency_key(&headers)?;
     if super::blank(&body.text) || body.text.chars().count() > 65_536 {
         return Err(ApiError::bad_body(
             Some("text"),
             "1 to 65536 characters, not only spaces",
         ));
     }
-    let (session, m, chat) = target(&st, &auth, &path).await?;
+    let t = action.target(&st).await?;
+    let (m, chat) = (&t.message, &t.chat);
     if !m.from_me {
         return Err(ApiError::bad_body(
             None,
@@ -234,11 +356,10 @@ pub async fn edit_message(
         ));
     }
     let content = OutgoingContent::Edit {
-        target: key_of(&m, &chat),
+        target: key_of(m, chat),
         text: body.text,
     };
-    let (status, job) = submit(&st, &session, asynchronous, key, chat, content, Some(&m)).await?;
-    change_answer(&st, &session.id, m.id, status, &job).await
+    action.change(&st, &t, content).await
 }
 
 /// DELETE /api/v1/sessions/{sid}/messages/{mid} — delete a message for everyone.
@@ -250,12 +371,7 @@ of this account's own messages; in a group also another member's message when th
 refuses it otherwise). Goes through the durable outbox like sending; once WhatsApp took it the stored message keeps \
 its row with `deleted: true` and its body, mentions and attachment cleared, and a `message.revoked` event is written. \
 Answers 200 with the message, or 202 while the revoke is on its way. Needs `send`.",
-    params(
-        ("sid" = String, Path, description = "Session id (ULID)."),
-        ("mid" = String, Path, description = "The message's `id`, or its `waMessageId`."),
-        ("async" = Option<bool>, Query, description = "`true`: queue and answer 202 at once."),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 200 visible ASCII characters."),
-    ),
+    params(ActionParams),
     responses(
         (status = 200, description = "Deleted for everyone.", body = Message),
         (status = 202, description = "Accepted; the revoke is on its way.", body = Message),
@@ -268,15 +384,11 @@ Answers 200 with the message, or 202 while the revoke is on its way. Needs `send
     security(("bearer" = []))
 )]
 pub async fn revoke_message(
-    auth: Auth<CapSend>,
+    action: MessageAction,
     State(st): State<AppState>,
-    path: PathParams,
-    q: QueryMap,
-    headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let asynchronous = asynchronous(&q)?;
-    let key = idempotency_key(&headers)?;
-    let (session, m, chat) = target(&st, &auth, &path).await?;
+    let t = action.target(&st).await?;
+    let (m, chat) = (&t.message, &t.chat);
     if !m.from_me && !chat.is_group() {
         return Err(ApiError::bad_body(
             None,
@@ -290,10 +402,9 @@ pub async fn revoke_message(
         ));
     }
     let content = OutgoingContent::Revoke {
-        target: key_of(&m, &chat),
+        target: key_of(m, chat),
     };
-    let (status, job) = submit(&st, &session, asynchronous, key, chat, content, Some(&m)).await?;
-    change_answer(&st, &session.id, m.id, status, &job).await
+    action.change(&st, &t, content).await
 }
 
 /// POST /api/v1/sessions/{sid}/messages/{mid}/reaction — react to a message.
@@ -303,12 +414,7 @@ pub async fn revoke_message(
     description = "Sends this account's reaction to a message (an empty `emoji` removes it). The reaction is stored \
 as a message of type `reaction` (its `quotedMessageId` is the message reacted to) and sent through the durable outbox \
 like any message, with the same answers (201, 202, 429, 501) and status events. Needs `send`.",
-    params(
-        ("sid" = String, Path, description = "Session id (ULID)."),
-        ("mid" = String, Path, description = "The message's `id`, or its `waMessageId`."),
-        ("async" = Option<bool>, Query, description = "`true`: queue and answer 202 at once."),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 200 visible ASCII characters."),
-    ),
+    params(ActionParams),
     request_body = React,
     responses(
         (status = 201, description = "Sent.", body = Message),
@@ -321,36 +427,27 @@ like any message, with the same answers (201, 202, 429, 501) and status events. 
     security(("bearer" = []))
 )]
 pub async fn react(
-    auth: Auth<CapSend>,
+    action: MessageAction,
     State(st): State<AppState>,
-    path: PathParams,
-    q: QueryMap,
-    headers: HeaderMap,
     JsonBody(body): JsonBody<React>,
 ) -> ApiResult<Response> {
-    let asynchronous = asynchronous(&q)?;
-    let key = idempotency_key(&headers)?;
-    if body.emoji.chars().count() > 32
-        || body
-            .emoji
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
+    if !emoji_ok(&body.emoji) {
         return Err(ApiError::bad_body(
             Some("emoji"),
             "one emoji, or empty to remove the reaction",
         ));
     }
-    let (session, m, chat) = target(&st, &auth, &path).await?;
+    let t = action.target(&st).await?;
+    let (m, chat) = (&t.message, &t.chat);
     if m.kind == "reaction" {
         return Err(ApiError::bad_body(None, "a reaction cannot be reacted to"));
     }
     let content = OutgoingContent::Reaction {
-        target: key_of(&m, &chat),
+        target: key_of(m, chat),
         emoji: body.emoji,
     };
-    let (status, job) = submit(&st, &session, asynchronous, key, chat, content, None).await?;
-    Ok((status, Json(job_message(&st, &session.id, &job).await?)).into_response())
+    let to = t.chat.clone();
+    action.new_message(&st, &t, to, content).await
 }
 
 /// POST /api/v1/sessions/{sid}/messages/{mid}/forward — forward a message.
@@ -361,12 +458,7 @@ pub async fn react(
 durable outbox (same answers as sending). Texts and attachments (image, video, audio, document, sticker) can be \
 forwarded; an attachment goes by reference to the file on WhatsApp's media servers, as phones forward, so it works \
 while WhatsApp keeps the file. Places and contact cards are not stored whole and cannot be forwarded. Needs `send`.",
-    params(
-        ("sid" = String, Path, description = "Session id (ULID)."),
-        ("mid" = String, Path, description = "The message's `id`, or its `waMessageId`."),
-        ("async" = Option<bool>, Query, description = "`true`: queue and answer 202 at once."),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 200 visible ASCII characters."),
-    ),
+    params(ActionParams),
     request_body = Forward,
     responses(
         (status = 201, description = "Sent.", body = Message),
@@ -379,17 +471,13 @@ while WhatsApp keeps the file. Places and contact cards are not stored whole and
     security(("bearer" = []))
 )]
 pub async fn forward(
-    auth: Auth<CapSend>,
+    action: MessageAction,
     State(st): State<AppState>,
-    path: PathParams,
-    q: QueryMap,
-    headers: HeaderMap,
     JsonBody(body): JsonBody<Forward>,
 ) -> ApiResult<Response> {
-    let asynchronous = asynchronous(&q)?;
-    let key = idempotency_key(&headers)?;
     let to = recipient(&body.to)?;
-    let (session, m, _chat) = target(&st, &auth, &path).await?;
+    let t = action.target(&st).await?;
+    let m = &t.message;
     let kind = match m.kind.as_str() {
         "image" => Some(MediaKind::Image),
         "video" => Some(MediaKind::Video),
@@ -432,8 +520,7 @@ pub async fn forward(
     let content = OutgoingContent::Forward {
         content: Box::new(inner),
     };
-    let (status, job) = submit(&st, &session, asynchronous, key, to, content, None).await?;
-    Ok((status, Json(job_message(&st, &session.id, &job).await?)).into_response())
+    action.new_message(&st, &t, to, content).await
 }
 
 /// GET /api/v1/sessions/{sid}/messages/{mid}/media — a message's attachment.
@@ -610,12 +697,7 @@ poll's options, at most as many as it allows; none withdraws the vote). A vote r
 The gateway needs the poll's secret, which it keeps for polls it sent or received since it records them; other polls \
 answer 422. Goes through the durable outbox like sending; answers 200 with the poll once WhatsApp took the vote (202 \
 while it is on its way, 409 if refused). Votes are not counted in the stored copy. Needs `send`.",
-    params(
-        ("sid" = String, Path, description = "Session id (ULID)."),
-        ("mid" = String, Path, description = "The poll message's `id`, or its `waMessageId`."),
-        ("async" = Option<bool>, Query, description = "`true`: queue and answer 202 at once."),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 200 visible ASCII characters."),
-    ),
+    params(ActionParams),
     request_body = Vote,
     responses(
         (status = 200, description = "Voted.", body = Message),
@@ -628,16 +710,12 @@ while it is on its way, 409 if refused). Votes are not counted in the stored cop
     security(("bearer" = []))
 )]
 pub async fn vote(
-    auth: Auth<CapSend>,
+    action: MessageAction,
     State(st): State<AppState>,
-    path: PathParams,
-    q: QueryMap,
-    headers: HeaderMap,
     JsonBody(body): JsonBody<Vote>,
 ) -> ApiResult<Response> {
-    let asynchronous = asynchronous(&q)?;
-    let key = idempotency_key(&headers)?;
-    let (session, m, chat) = target(&st, &auth, &path).await?;
+    let t = action.target(&st).await?;
+    let (m, chat) = (&t.message, &t.chat);
     if m.kind != "poll" {
         return Err(ApiError::bad_body(
             None,
@@ -681,17 +759,29 @@ pub async fn vote(
         ));
     }
     let creator = if m.from_me {
-        session.wa_jid.clone()
+        t.session.wa_jid.clone()
     } else {
         m.sender_jid.clone().or_else(|| m.sender_lid.clone())
     }
     .ok_or_else(|| ApiError::bad_body(None, "the poll's creator is not known"))?;
     let content = OutgoingContent::Vote {
-        target: key_of(&m, &chat),
+        target: key_of(m, chat),
         creator,
         secret: poll.secret,
         options: body.options,
     };
-    let (status, job) = submit(&st, &session, asynchronous, key, chat, content, Some(&m)).await?;
-    change_answer(&st, &session.id, m.id, status, &job).await
+    action.change(&st, &t, content).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_emoji_pattern_and_the_check_agree_on_every_character() {
+        let re = regex::Regex::new(super::EMOJI_PATTERN).unwrap();
+        for c in (0u32..=0x10FFFF).filter_map(char::from_u32) {
+            let s = c.to_string();
+            assert_eq!(re.is_match(&s), super::emoji_ok(&s), "U+{:04X}", c as u32);
+        }
+        assert!(super::emoji_ok("👍🏽") && super::emoji_ok(""));
+    }
 }

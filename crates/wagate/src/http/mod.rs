@@ -10,6 +10,7 @@ pub mod contract;
 pub mod events;
 pub mod extract;
 pub mod fetch;
+pub mod limits;
 pub mod messages;
 pub mod metrics;
 pub mod models;
@@ -139,10 +140,16 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Whether a text is blank as the document's `\S` pattern sees it: only Unicode white space
-/// and the separators U+001C–U+001F (which Python's and .NET's `\s` count as space). Every field
-/// the document marks with `pattern: \S` is checked with this, so a request the document allows
-/// is never refused as blank and a blank one is always refused.
+/// What the document says of a text that may not be blank: it contains a character outside
+/// [`blank`]'s set. The set is spelled out (no `\s`, whose meaning differs between ECMA-262,
+/// Python and Rust regexes: U+001C–U+001F, U+FEFF), so every dialect reads the same class, and a
+/// unit test keeps it equal to [`blank`] over every character.
+pub const NOT_BLANK_PATTERN: &str =
+    "[^\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+
+/// Whether a text is blank: only Unicode white space (`char::is_whitespace`) and the separators
+/// U+001C–U+001F. Every field the document marks with [`NOT_BLANK_PATTERN`] is checked with
+/// this, so a request the document allows is never refused as blank and a blank one always is.
 pub(crate) fn blank(text: &str) -> bool {
     text.chars()
         .all(|c| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
@@ -245,6 +252,9 @@ fn log_failure(
         Class::StatusCode(s) if s == axum::http::StatusCode::SERVICE_UNAVAILABLE => {
             tracing::warn!(status = s.as_u16(), latency_ms = ms, "service unavailable")
         }
+        Class::StatusCode(s) if s == axum::http::StatusCode::GATEWAY_TIMEOUT => {
+            tracing::warn!(status = s.as_u16(), latency_ms = ms, "request timed out")
+        }
         other => tracing::error!(classification = %other, latency_ms = ms, "response failed"),
     }
 }
@@ -279,6 +289,21 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::respons
     ApiError::Internal(anyhow::anyhow!("handler panicked: {msg}")).into_response()
 }
 
+/// The span of one request: its id, method and the route it matched (`/api/v1/sessions/{sid}/chats/{cid}`),
+/// never the path itself or the query, which carry phone numbers and other personal data.
+fn request_span<B>(req: &Request<B>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("(no route)", |m| m.as_str());
+    tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route)
+}
+
 /// Builds the application: routes, fallbacks and middleware.
 pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
@@ -293,20 +318,33 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     );
     let request_id = HeaderName::from_static("x-request-id");
     let body_limit = state.config().body_limit_bytes;
+    let limits = limits::RequestLimits::new(state.config());
 
     Router::new()
         .nest("/api/v1", api)
-        .route("/api/v1/openapi.json", get(move || {
-            let doc = doc.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc) }
-        }))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc,
+                    )
+                }
+            }),
+        )
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(limits, limits::limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
         .layer(
@@ -314,14 +352,27 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
-                        .make_span_with(|req: &Request<_>| {
-                            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-                            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-                        })
-                        .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO))
+                        .make_span_with(request_span)
+                        .on_response(
+                            tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                        )
                         .on_failure(log_failure),
                 )
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
+}
+
+#[cfg(test)]
+mod blank_tests {
+    /// Every character, against the pattern, in Rust's regex dialect (the same class in every
+    /// dialect: it names its characters).
+    #[test]
+    fn the_pattern_and_the_check_agree_on_every_character() {
+        let re = regex::Regex::new(super::NOT_BLANK_PATTERN).unwrap();
+        for c in (0u32..=0x10FFFF).filter_map(char::from_u32) {
+            let s = c.to_string();
+            assert_eq!(re.is_match(&s), !super::blank(&s), "U+{:04X}", c as u32);
+        }
+    }
 }

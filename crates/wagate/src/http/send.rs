@@ -1,6 +1,7 @@
 //! `POST /api/v1/sessions/{sid}/messages`: sending, through the durable outbox.
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,6 +12,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::extract::{JsonBody, PathParams, QueryMap};
+use super::limits::Deadline;
 use super::models::Message;
 use super::owned_session;
 use crate::app::AppState;
@@ -20,7 +22,8 @@ use crate::engine::send::{new_message_id, MediaKind, OutgoingContent};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::store::ingest::{MediaInfo, NewMessage};
 use crate::store::outgoing::OutgoingRecord;
-use crate::store::MessageStatus;
+use crate::store::{MessageRecord, MessageStatus, SessionRecord};
+use tokio::time::Instant;
 
 /// How long a synchronous send waits for WhatsApp's server before answering 202.
 const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -155,6 +158,23 @@ fn missing(field: &str) -> ApiError {
     ApiError::bad_body(Some(field), "required for this type")
 }
 
+/// What the document says a recipient (`to`) may be: what [`recipient`] accepts, a phone number
+/// or a person's or group's JID, built from the parsers' own patterns.
+pub fn recipient_pattern() -> String {
+    let inner = |p: &str| {
+        p.strip_prefix('^')
+            .and_then(|p| p.strip_suffix('$'))
+            .expect("an anchored pattern")
+            .to_owned()
+    };
+    format!(
+        "^(({})|({})|({}))$",
+        inner(Phone::PATTERN),
+        inner(Jid::PERSON_PATTERN),
+        inner(Jid::GROUP_PATTERN)
+    )
+}
+
 /// The recipient: digits are a phone number; otherwise a person's or group's JID.
 pub fn recipient(raw: &str) -> ApiResult<Jid> {
     if raw.contains('@') {
@@ -173,11 +193,18 @@ pub fn recipient(raw: &str) -> ApiResult<Jid> {
     }
 }
 
-/// A file: its bytes, MIME type and file name.
-type File = (Vec<u8>, String, Option<String>);
+/// A file to send: its bytes, MIME type and file name.
+pub struct File {
+    pub bytes: Vec<u8>,
+    pub mimetype: String,
+    pub filename: Option<String>,
+    /// For a downloaded file, its download slot: held until the file is in the outbox.
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
-/// The file of a media send: decoded from `data`, or downloaded from `url`.
-async fn media_file(st: &AppState, m: &MediaInput) -> ApiResult<File> {
+/// The file of a media send: decoded from `data` (taken out of the request, so its base64 is
+/// freed once decoded), or downloaded from `url`.
+async fn media_file(st: &AppState, m: &mut MediaInput) -> ApiResult<File> {
     if m.mimetype.as_deref().is_some_and(super::blank) {
         return Err(ApiError::bad_body(
             Some("media.mimetype"),
@@ -185,27 +212,38 @@ async fn media_file(st: &AppState, m: &MediaInput) -> ApiResult<File> {
         ));
     }
     let mimetype = m.mimetype.clone();
-    match (&m.data, &m.url) {
+    match (m.data.take(), &m.url) {
         (Some(data), None) => {
             let bytes = STANDARD
                 .decode(data.as_bytes())
                 .map_err(|_| ApiError::bad_body(Some("media.data"), "not base64"))?;
+            drop(data);
             if bytes.is_empty() {
                 return Err(ApiError::bad_body(Some("media.data"), "empty"));
             }
             let mimetype = mimetype
                 .ok_or_else(|| ApiError::bad_body(Some("media.mimetype"), "required with data"))?;
-            Ok((bytes, mimetype, m.filename.clone()))
+            Ok(File {
+                bytes,
+                mimetype,
+                filename: m.filename.clone(),
+                slot: None,
+            })
         }
         (None, Some(url)) => {
-            let got = super::fetch::fetch(st.config(), url).await?;
+            let got = st.media_fetcher().fetch(url).await?;
             let mimetype = mimetype.or(got.content_type).ok_or_else(|| {
                 ApiError::bad_body(
                     Some("media.mimetype"),
                     "required: the server sent no Content-Type",
                 )
             })?;
-            Ok((got.bytes, mimetype, m.filename.clone().or(got.filename)))
+            Ok(File {
+                bytes: got.bytes,
+                mimetype,
+                filename: m.filename.clone().or(got.filename),
+                slot: Some(got.slot),
+            })
         }
         _ => Err(ApiError::bad_body(
             Some("media"),
@@ -214,114 +252,122 @@ async fn media_file(st: &AppState, m: &MediaInput) -> ApiResult<File> {
     }
 }
 
-fn content_of(b: &SendMessage, fetched: Option<File>) -> ApiResult<OutgoingContent> {
-    Ok(match b.kind {
-        SendKind::Text => {
-            let body = b
-                .text
-                .clone()
-                .filter(|t| !super::blank(t))
-                .ok_or_else(|| missing("text"))?;
-            if body.chars().count() > MAX_TEXT {
-                return Err(ApiError::bad_body(Some("text"), "at most 65536 characters"));
-            }
-            let mentions = b.mentions.clone().unwrap_or_default();
-            for (i, m) in mentions.iter().enumerate() {
-                if !m.parse::<Jid>().is_ok_and(|j| j.is_person()) {
-                    return Err(ApiError::bad_body(
-                        Some(&format!("mentions[{i}]")),
-                        "a person's JID",
-                    ));
-                }
-            }
-            OutgoingContent::Text {
-                body,
-                reply_to: b.reply_to.clone(),
-                mentions,
-                link_preview: b.link_preview.unwrap_or(false),
-            }
+/// The content a request asks to send, one function per kind.
+fn content_of(b: &SendMessage, file: Option<File>) -> ApiResult<OutgoingContent> {
+    match b.kind {
+        SendKind::Text => text_content(b),
+        SendKind::Image => media_content(b, MediaKind::Image, file),
+        SendKind::Video => media_content(b, MediaKind::Video, file),
+        SendKind::Audio => media_content(b, MediaKind::Audio, file),
+        SendKind::Document => media_content(b, MediaKind::Document, file),
+        SendKind::Sticker => media_content(b, MediaKind::Sticker, file),
+        SendKind::Location => location_content(b),
+        SendKind::Contact => contact_content(b),
+        SendKind::Poll => poll_content(b),
+    }
+}
+
+fn text_content(b: &SendMessage) -> ApiResult<OutgoingContent> {
+    let body = b
+        .text
+        .clone()
+        .filter(|t| !super::blank(t))
+        .ok_or_else(|| missing("text"))?;
+    if body.chars().count() > MAX_TEXT {
+        return Err(ApiError::bad_body(Some("text"), "at most 65536 characters"));
+    }
+    let mentions = b.mentions.clone().unwrap_or_default();
+    for (i, m) in mentions.iter().enumerate() {
+        if !m.parse::<Jid>().is_ok_and(|j| j.is_person()) {
+            return Err(ApiError::bad_body(
+                Some(&format!("mentions[{i}]")),
+                "a person's JID",
+            ));
         }
-        SendKind::Image
-        | SendKind::Video
-        | SendKind::Audio
-        | SendKind::Document
-        | SendKind::Sticker => {
-            let (data, mimetype, filename) = fetched.ok_or_else(|| missing("media"))?;
-            let kind = match b.kind {
-                SendKind::Image => MediaKind::Image,
-                SendKind::Video => MediaKind::Video,
-                SendKind::Audio => MediaKind::Audio,
-                SendKind::Document => MediaKind::Document,
-                _ => MediaKind::Sticker,
-            };
-            OutgoingContent::Media {
-                kind,
-                data,
-                mimetype,
-                filename,
-                caption: b.caption.clone(),
-                voice: kind == MediaKind::Audio && b.voice.unwrap_or(false),
-                reference: None,
-            }
-        }
-        SendKind::Location => {
-            let l = b.location.as_ref().ok_or_else(|| missing("location"))?;
-            if !(-90.0..=90.0).contains(&l.latitude) || !(-180.0..=180.0).contains(&l.longitude) {
-                return Err(ApiError::bad_body(
-                    Some("location"),
-                    "latitude -90..90, longitude -180..180",
-                ));
-            }
-            OutgoingContent::Location {
-                latitude: l.latitude,
-                longitude: l.longitude,
-                name: l.name.clone(),
-                address: l.address.clone(),
-            }
-        }
-        SendKind::Contact => {
-            let c = b.contact.as_ref().ok_or_else(|| missing("contact"))?;
-            if super::blank(&c.display_name) || !c.vcard.contains("BEGIN:VCARD") {
-                return Err(ApiError::bad_body(
-                    Some("contact"),
-                    "a display name and a vCard",
-                ));
-            }
-            OutgoingContent::Contact {
-                display_name: c.display_name.clone(),
-                vcard: c.vcard.clone(),
-            }
-        }
-        SendKind::Poll => {
-            let p = b.poll.as_ref().ok_or_else(|| missing("poll"))?;
-            let mut distinct = p.options.clone();
-            distinct.sort();
-            distinct.dedup();
-            if super::blank(&p.question)
-                || !(2..=12).contains(&p.options.len())
-                || distinct.len() != p.options.len()
-                || p.options.iter().any(|o| super::blank(o))
-            {
-                return Err(ApiError::bad_body(
-                    Some("poll"),
-                    "a question and 2 to 12 distinct, non-empty options",
-                ));
-            }
-            let selectable_count = p.selectable_count.unwrap_or(1);
-            if selectable_count < 1 || selectable_count as usize > p.options.len() {
-                return Err(ApiError::bad_body(
-                    Some("poll.selectableCount"),
-                    "1 to the number of options",
-                ));
-            }
-            OutgoingContent::Poll {
-                question: p.question.clone(),
-                options: p.options.clone(),
-                selectable_count,
-                // Chosen when the request is accepted (after its idempotency hash).
-                secret: None,
-            }
-        }
+    }
+    Ok(OutgoingContent::Text {
+        body,
+        reply_to: b.reply_to.clone(),
+        mentions,
+        link_preview: b.link_preview.unwrap_or(false),
+    })
+}
+
+fn media_content(
+    b: &SendMessage,
+    kind: MediaKind,
+    file: Option<File>,
+) -> ApiResult<OutgoingContent> {
+    let file = file.ok_or_else(|| missing("media"))?;
+    Ok(OutgoingContent::Media {
+        kind,
+        data: file.bytes,
+        mimetype: file.mimetype,
+        filename: file.filename,
+        caption: b.caption.clone(),
+        voice: kind == MediaKind::Audio && b.voice.unwrap_or(false),
+        reference: None,
+    })
+}
+
+fn location_content(b: &SendMessage) -> ApiResult<OutgoingContent> {
+    let l = b.location.as_ref().ok_or_else(|| missing("location"))?;
+    if !(-90.0..=90.0).contains(&l.latitude) || !(-180.0..=180.0).contains(&l.longitude) {
+        return Err(ApiError::bad_body(
+            Some("location"),
+            "latitude -90..90, longitude -180..180",
+        ));
+    }
+    Ok(OutgoingContent::Location {
+        latitude: l.latitude,
+        longitude: l.longitude,
+        name: l.name.clone(),
+        address: l.address.clone(),
+    })
+}
+
+fn contact_content(b: &SendMessage) -> ApiResult<OutgoingContent> {
+    let c = b.contact.as_ref().ok_or_else(|| missing("contact"))?;
+    if super::blank(&c.display_name) || !c.vcard.contains("BEGIN:VCARD") {
+        return Err(ApiError::bad_body(
+            Some("contact"),
+            "a display name and a vCard",
+        ));
+    }
+    Ok(OutgoingContent::Contact {
+        display_name: c.display_name.clone(),
+        vcard: c.vcard.clone(),
+    })
+}
+
+fn poll_content(b: &SendMessage) -> ApiResult<OutgoingContent> {
+    let p = b.poll.as_ref().ok_or_else(|| missing("poll"))?;
+    let mut distinct = p.options.clone();
+    distinct.sort();
+    distinct.dedup();
+    if super::blank(&p.question)
+        || !(2..=12).contains(&p.options.len())
+        || distinct.len() != p.options.len()
+        || p.options.iter().any(|o| super::blank(o))
+    {
+        return Err(ApiError::bad_body(
+            Some("poll"),
+            "a question and 2 to 12 distinct, non-empty options",
+        ));
+    }
+    let selectable_count = p.selectable_count.unwrap_or(1);
+    if selectable_count < 1 || selectable_count as usize > p.options.len() {
+        return Err(ApiError::bad_body(
+            Some("poll.selectableCount"),
+            "1 to the number of options",
+        ));
+    }
+    Ok(OutgoingContent::Poll {
+        question: p.question.clone(),
+        options: p.options.clone(),
+        selectable_count,
+        // Chosen when the request is accepted (after its idempotency hash).
+        secret: None,
     })
 }
 
@@ -334,18 +380,21 @@ pub struct SendMessageForm {
     to: String,
     /// `image`, `video`, `audio`, `document` or `sticker`.
     #[schema(rename = "type")]
-    kind: SendKind,
+    kind: MediaKind,
     /// The file; its part's `Content-Type` is its MIME type unless `mimetype` is given.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
-    #[schema(max_length = 200)]
+    /// Its MIME type, not only spaces; default: the file part's `Content-Type`, else
+    /// `application/octet-stream`.
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     mimetype: Option<String>,
     /// A file name (documents show it); default: the part's file name.
     #[schema(max_length = 255)]
     filename: Option<String>,
     #[schema(max_length = 65536)]
     caption: Option<String>,
-    /// For `audio`: `true` sends a voice note.
+    /// For `audio`: `true` sends a voice note (the text `true` or `false`).
+    #[schema(value_type = String, required = false, pattern = "^(true|false)$")]
     voice: Option<bool>,
 }
 
@@ -396,7 +445,8 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for SendInput {
                     let ctype = field.content_type().map(str::to_owned);
                     let fname = field.file_name().map(str::to_owned);
                     let bytes = field.bytes().await.map_err(form_error)?;
-                    file = Some((bytes.to_vec(), ctype, fname));
+                    // No copy: the part's buffer becomes the file.
+                    file = Some((Vec::from(bytes), ctype, fname));
                 }
                 "to" | "type" | "caption" | "mimetype" | "filename" | "voice" => {
                     if fields.contains_key(&name) {
@@ -457,16 +507,24 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for SendInput {
         if bytes.is_empty() {
             return Err(ApiError::bad_body(Some("file"), "empty"));
         }
-        let mimetype = mimetype
-            .or(ctype)
-            .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| {
-                ApiError::bad_body(
-                    Some("mimetype"),
-                    "required when the file part has no Content-Type",
-                )
-            })?;
-        Ok(SendInput::Form(body, (bytes, mimetype, filename.or(fname))))
+        // Neither a `mimetype` field nor a part `Content-Type`: an opaque file (the document
+        // cannot make `mimetype` required only when the part has no type).
+        let mimetype = match mimetype.or(ctype) {
+            Some(t) if super::blank(&t) => {
+                return Err(ApiError::bad_body(Some("mimetype"), "not only spaces"))
+            }
+            Some(t) => t,
+            None => "application/octet-stream".to_owned(),
+        };
+        Ok(SendInput::Form(
+            body,
+            File {
+                bytes,
+                mimetype,
+                filename: filename.or(fname),
+                slot: None,
+            },
+        ))
     }
 }
 
@@ -490,8 +548,8 @@ pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 request in a durable outbox in one transaction, then sends it through the session's connected client. The message's \
 status then moves `sent` → `delivered` → `read` (→ `played`), each move a `message.status` event; a message WhatsApp \
 refuses ends `failed` with `error`.\n\n\
-Synchronous (default): waits up to 30 s for WhatsApp's server and answers 201 with the message; 202 if it is still \
-on its way then. Needs a connected client (501 otherwise) and answers 429 with `Retry-After` when the session's \
+Synchronous (default): waits up to 30 s for WhatsApp's server (less when the gateway's request time limit would \
+pass first) and answers 201 with the message; 202 if it is still on its way then. Needs a connected client (501 otherwise) and answers 429 with `Retry-After` when the session's \
 `ratePerMin` or `ratePerHour` is used up. With `async=true`: answers 202 at once; the message waits for the \
 connection and its turn under the rate limits, across restarts.\n\n\
 `Idempotency-Key` (header, per session, kept at least 24 h): a repeated request with the same key answers the first \
@@ -519,17 +577,14 @@ pub async fn send_message(
     auth: Auth<CapSend>,
     State(st): State<AppState>,
     path: PathParams,
-    q: QueryMap,
-    headers: HeaderMap,
+    opts: SendOptions,
     input: SendInput,
 ) -> ApiResult<Response> {
-    let (body, form_file) = match input {
+    let (mut body, form_file) = match input {
         SendInput::Json(b) => (b, None),
         SendInput::Form(b, f) => (b, Some(f)),
     };
     let sid = path.session()?;
-    let asynchronous = asynchronous(&q)?;
-    let key = idempotency_key(&headers)?;
     let to = recipient(&body.to)?;
     let is_media = matches!(
         body.kind,
@@ -540,15 +595,18 @@ pub async fn send_message(
             | SendKind::Sticker
     );
     // Checked before a file is downloaded for it.
-    let sid_checked = owned_session(&st, &auth, &sid).await?;
-    let fetched = match (form_file, &body.media, is_media) {
+    let session = owned_session(&st, &auth, &sid).await?;
+    let mut file = match (form_file, body.media.as_mut(), is_media) {
         (Some(f), _, _) => Some(f),
         (None, Some(m), true) => Some(media_file(&st, m).await?),
         _ => None,
     };
-    let content = content_of(&body, fetched)?;
-    let session = sid_checked;
-    let (status, job) = submit(&st, &session, asynchronous, key, to, content, None).await?;
+    // A download's slot is kept until its file is in the outbox, then freed before the wait.
+    let slot = file.as_mut().and_then(|f| f.slot.take());
+    let content = content_of(&body, file)?;
+    let accepted = accept(&st, &session, &opts, to, content, None).await?;
+    drop(slot);
+    let (status, job) = accepted.settle(&st, &opts).await?;
     let record = job_message(&st, &session.id, &job).await?;
     Ok((status, Json(record)).into_response())
 }
@@ -562,6 +620,27 @@ pub fn asynchronous(q: &QueryMap) -> ApiResult<bool> {
             "async",
             format!("`{other}` is not true or false"),
         )),
+    }
+}
+
+/// How outgoing work is accepted, from the request: `?async=true` (queue and answer 202),
+/// the `Idempotency-Key` header, and the request's deadline (a synchronous wait ends before it).
+pub struct SendOptions {
+    pub asynchronous: bool,
+    pub key: Option<String>,
+    pub deadline: Option<Instant>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SendOptions {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let q = QueryMap::from_request_parts(parts, state).await?;
+        Ok(SendOptions {
+            asynchronous: asynchronous(&q)?,
+            key: idempotency_key(&parts.headers)?,
+            deadline: parts.extensions.get::<Deadline>().map(|d| d.0),
+        })
     }
 }
 
@@ -582,144 +661,77 @@ pub async fn job_message(st: &AppState, s: &str, job: &OutgoingRecord) -> ApiRes
 }
 
 /// Accepts outgoing work into the durable outbox and, for a synchronous request, waits for
-/// WhatsApp's server: 201 once the job settled, 202 while it is still on its way. A message
-/// gets its stored row (status `pending`) in the same transaction; an edit or a revoke has
-/// none and names its `target` row instead. Applies the session's rate limits (synchronous:
-/// 429) and the Idempotency-Key (a retry returns the first job; a different request with the
-/// same key is a 422).
+/// WhatsApp's server: 201 once the job settled, 202 while it is still on its way (see
+/// [`accept`] and [`Accepted::settle`]).
 pub async fn submit(
     st: &AppState,
-    session: &crate::store::SessionRecord,
-    asynchronous: bool,
-    key: Option<String>,
+    session: &SessionRecord,
+    opts: &SendOptions,
     to: Jid,
     content: OutgoingContent,
-    target: Option<&crate::store::MessageRecord>,
+    target: Option<&MessageRecord>,
 ) -> ApiResult<(StatusCode, OutgoingRecord)> {
-    let s = session.id.clone();
-    let sid: crate::domain::SessionId = s
+    accept(st, session, opts, to, content, target)
+        .await?
+        .settle(st, opts)
+        .await
+}
+
+/// Work in the outbox, not yet settled.
+pub struct Accepted {
+    /// The job, without its content (nothing after acceptance reads it; a media file is not
+    /// kept in memory while the request waits).
+    job: OutgoingRecord,
+    outcomes: tokio::sync::broadcast::Receiver<crate::engine::sender::Outcome>,
+}
+
+/// Accepts outgoing work into the durable outbox. A message gets its stored row (status
+/// `pending`) in the same transaction; an edit or a revoke has none and names its `target` row
+/// instead. Applies the session's rate limits (synchronous: 429) and the Idempotency-Key (a
+/// retry returns the first job; a different request with the same key is a 422).
+///
+/// Memory: the content is serialized once into a buffer of its final size, hashed in place,
+/// and dropped (a media file's bytes) before the database sees the job.
+pub async fn accept(
+    st: &AppState,
+    session: &SessionRecord,
+    opts: &SendOptions,
+    to: Jid,
+    content: OutgoingContent,
+    target: Option<&MessageRecord>,
+) -> ApiResult<Accepted> {
+    let sid: crate::domain::SessionId = session
+        .id
         .parse()
         .map_err(|e: String| ApiError::Internal(anyhow::anyhow!(e)))?;
-    let content_json = serde_json::to_string(&content).map_err(|e| ApiError::Internal(e.into()))?;
-    let hash = hex::encode(Sha256::digest(format!(
-        "{}\n{}\n{}",
-        to, content_json, asynchronous
-    )));
+    let now = now_ms();
+    if !opts.asynchronous {
+        // A retry of a request already accepted is still answered.
+        if st.engine().client(&sid).is_none() && opts.key.is_none() {
+            return Err(ApiError::no_client());
+        }
+        check_rate(st, session, now).await?;
+    }
     let mut content = content;
-    let mut content_json = content_json;
+    let mut content_json = to_json(&content)?;
+    let hash = request_hash(&to, &content_json, opts.asynchronous);
     if let OutgoingContent::Poll { secret, .. } = &mut content {
         // Chosen after the hash, so a retry of the same poll matches it.
         use rand::RngCore;
         let mut b = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut b);
         *secret = Some(hex::encode(b));
-        content_json = serde_json::to_string(&content).map_err(|e| ApiError::Internal(e.into()))?;
-    }
-    let now = now_ms();
-    if !asynchronous {
-        if st.engine().client(&sid).is_none() {
-            // A retry of a request already accepted is still answered.
-            if key.is_none() {
-                return Err(ApiError::no_client());
-            }
-        }
-        for (window, limit) in [
-            (60_000, session.rate_per_min),
-            (3_600_000, session.rate_per_hour),
-        ] {
-            let (n, oldest) = st.store().sends_accepted_since(&s, now - window).await?;
-            if n >= limit.max(1) {
-                let wait_ms = (oldest.unwrap_or(now) + window - now).max(1000);
-                return Err(ApiError::RateLimited {
-                    message: format!(
-                        "this session may send {limit} messages per {}",
-                        if window == 60_000 { "minute" } else { "hour" }
-                    ),
-                    retry_after_secs: (wait_ms as u64).div_ceil(1000),
-                });
-            }
-        }
+        content_json = to_json(&content)?;
     }
     let wa_id = new_message_id();
-    let msg = (!content.is_change()).then(|| {
-        let media = match &content {
-            OutgoingContent::Media {
-                data,
-                mimetype,
-                filename,
-                reference,
-                ..
-            } => Some(MediaInfo {
-                mimetype: Some(mimetype.clone()),
-                size: Some(
-                    reference
-                        .as_ref()
-                        .map_or(data.len() as u64, |r| r.file_length) as i64,
-                ),
-                filename: filename.clone(),
-                reference: reference.as_ref().map(|r| r.to_json()),
-            }),
-            OutgoingContent::Forward { content } => match &**content {
-                OutgoingContent::Media {
-                    mimetype,
-                    filename,
-                    reference: Some(r),
-                    ..
-                } => Some(MediaInfo {
-                    mimetype: Some(mimetype.clone()),
-                    size: Some(r.file_length as i64),
-                    filename: filename.clone(),
-                    reference: Some(r.to_json()),
-                }),
-                _ => None,
-            },
-            _ => None,
-        };
-        let (quoted, mentions) = match &content {
-            OutgoingContent::Text {
-                reply_to, mentions, ..
-            } => (reply_to.clone(), mentions.clone()),
-            OutgoingContent::Reaction { target, .. } => (Some(target.id.clone()), Vec::new()),
-            _ => (None, Vec::new()),
-        };
-        NewMessage {
-            chat: to.clone(),
-            chat_alt: None,
-            wa_message_id: wa_id.clone(),
-            from_me: true,
-            sender: None,
-            sender_lid: None,
-            sender_name: None,
-            kind: content.kind().to_owned(),
-            body: content.body(),
-            media,
-            quoted_message_id: quoted,
-            mentions,
-            status: MessageStatus::Pending,
-            timestamp: now,
-            poll: match &content {
-                OutgoingContent::Poll {
-                    options,
-                    selectable_count,
-                    secret: Some(secret),
-                    ..
-                } => Some(
-                    crate::engine::PollInfo {
-                        options: options.clone(),
-                        selectable_count: *selectable_count,
-                        secret: secret.clone(),
-                    }
-                    .to_json(),
-                ),
-                _ => None,
-            },
-        }
-    });
+    let msg = (!content.is_change()).then(|| stored_message(&to, &wa_id, now, &content));
+    // The JSON is what is stored; the content (a file's bytes) is no longer needed.
+    drop(content);
     let job = OutgoingRecord {
         id: ulid::Ulid::new().to_string(),
-        session_id: s.clone(),
-        idempotency_key: key.clone(),
-        request_hash: hash.clone(),
+        session_id: session.id.clone(),
+        idempotency_key: opts.key.clone(),
+        request_hash: hash,
         chat_jid: to.to_string(),
         wa_message_id: wa_id,
         message_id: target.map(|t| t.id).unwrap_or_default(),
@@ -731,52 +743,205 @@ pub async fn submit(
         created_at: now,
         sent_at: None,
     };
-    let mut outcomes = st.sender().subscribe();
-    let enqueued = st
-        .store()
-        .enqueue_send(&job, msg.as_ref())
-        .await?
-        .ok_or_else(|| ApiError::Conflict("the session was deleted".into()))?;
+    let outcomes = st.sender().subscribe();
+    let enqueued = st.store().enqueue_send(&job, msg.as_ref()).await?;
+    let hash = job.request_hash.clone();
+    drop(job);
+    let enqueued = enqueued.ok_or_else(|| ApiError::Conflict("the session was deleted".into()))?;
     if !enqueued.created && enqueued.job.request_hash != hash {
         return Err(ApiError::bad_body(
             None,
             "this Idempotency-Key was used for a different request",
         ));
     }
+    let mut job = enqueued.job;
+    job.content = String::new();
     if enqueued.created {
         st.sender().wake();
-    } else if !asynchronous && enqueued.job.state == "queued" && st.engine().client(&sid).is_none()
-    {
+    } else if !opts.asynchronous && job.state == "queued" && st.engine().client(&sid).is_none() {
         return Err(ApiError::no_client());
     }
-    let job = enqueued.job;
-    if asynchronous {
-        return Ok((StatusCode::ACCEPTED, job));
-    }
-    let id = job.id.clone();
-    let settled = |state: &str| state != "queued";
-    let mut done = st
-        .store()
-        .outgoing(&id)
-        .await?
-        .filter(|j| settled(&j.state));
-    let deadline = tokio::time::Instant::now() + SYNC_WAIT;
-    while done.is_none() {
-        match tokio::time::timeout_at(deadline, outcomes.recv()).await {
-            Ok(Ok(o)) if o.job != id => continue,
-            // Settled, or missed some outcomes: look at the job itself.
-            Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
-                done = st
-                    .store()
-                    .outgoing(&id)
-                    .await?
-                    .filter(|j| settled(&j.state));
+    Ok(Accepted { job, outcomes })
+}
+
+impl Accepted {
+    /// For a synchronous request, waits for WhatsApp's server: 201 once the job settled, 202
+    /// when it is still on its way after [`SYNC_WAIT`] or when the request's deadline comes
+    /// first. An asynchronous request answers 202 at once.
+    pub async fn settle(
+        mut self,
+        st: &AppState,
+        opts: &SendOptions,
+    ) -> ApiResult<(StatusCode, OutgoingRecord)> {
+        if opts.asynchronous {
+            return Ok((StatusCode::ACCEPTED, self.job));
+        }
+        let id = self.job.id.clone();
+        let settled = |state: &str| state != "queued";
+        let mut done = settled_job(st, &id).await?.filter(|j| settled(&j.state));
+        let mut until = tokio::time::Instant::now() + SYNC_WAIT;
+        if let Some(deadline) = opts.deadline {
+            until = until.min(deadline.checked_sub(ANSWER_MARGIN).unwrap_or(deadline));
+        }
+        while done.is_none() {
+            match tokio::time::timeout_at(until, self.outcomes.recv()).await {
+                Ok(Ok(o)) if o.job != id => continue,
+                // Settled, or missed some outcomes: look at the job itself.
+                Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                    done = settled_job(st, &id).await?.filter(|j| settled(&j.state));
+                }
+                Ok(Err(_)) | Err(_) => break,
             }
-            Ok(Err(_)) | Err(_) => break,
+        }
+        Ok(match done {
+            Some(j) => (StatusCode::CREATED, j),
+            None => (StatusCode::ACCEPTED, self.job),
+        })
+    }
+}
+
+/// How long before the request's deadline a synchronous wait gives up, to answer 202 in time.
+const ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The job as stored now, without its content.
+async fn settled_job(st: &AppState, id: &str) -> ApiResult<Option<OutgoingRecord>> {
+    Ok(st.store().outgoing(id).await?.map(|mut j| {
+        j.content = String::new();
+        j
+    }))
+}
+
+/// 429 when the session's per-minute or per-hour send rate is used up.
+async fn check_rate(st: &AppState, session: &SessionRecord, now: i64) -> ApiResult<()> {
+    for (window, limit) in [
+        (60_000, session.rate_per_min),
+        (3_600_000, session.rate_per_hour),
+    ] {
+        let (n, oldest) = st
+            .store()
+            .sends_accepted_since(&session.id, now - window)
+            .await?;
+        if n >= limit.max(1) {
+            let wait_ms = (oldest.unwrap_or(now) + window - now).max(1000);
+            return Err(ApiError::RateLimited {
+                message: format!(
+                    "this session may send {limit} messages per {}",
+                    if window == 60_000 { "minute" } else { "hour" }
+                ),
+                retry_after_secs: (wait_ms as u64).div_ceil(1000),
+            });
         }
     }
-    Ok(match done {
-        Some(j) => (StatusCode::CREATED, j),
-        None => (StatusCode::ACCEPTED, job),
-    })
+    Ok(())
+}
+
+/// The content as the outbox stores it, written into a buffer sized for it (a media file's
+/// base64 is 4/3 of the file), so the buffer never grows by doubling.
+fn to_json(content: &OutgoingContent) -> ApiResult<String> {
+    let file = match content {
+        OutgoingContent::Media { data, .. } => data.len(),
+        _ => 0,
+    };
+    let mut buf = Vec::with_capacity(file.div_ceil(3) * 4 + 1024);
+    serde_json::to_writer(&mut buf, content).map_err(|e| ApiError::Internal(e.into()))?;
+    String::from_utf8(buf).map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// The request hash an Idempotency-Key is checked against: SHA-256 of
+/// `<to>\n<content JSON>\n<async>`, fed in pieces (the JSON is not copied).
+fn request_hash(to: &Jid, content_json: &str, asynchronous: bool) -> String {
+    let digest = Sha256::new()
+        .chain_update(to.to_string().as_bytes())
+        .chain_update(b"\n")
+        .chain_update(content_json.as_bytes())
+        .chain_update(b"\n")
+        .chain_update(asynchronous.to_string().as_bytes())
+        .finalize();
+    hex::encode(digest)
+}
+
+/// The stored row a message shows as while it is on its way (status `pending`).
+fn stored_message(to: &Jid, wa_id: &str, now: i64, content: &OutgoingContent) -> NewMessage {
+    let (quoted, mentions) = match content {
+        OutgoingContent::Text {
+            reply_to, mentions, ..
+        } => (reply_to.clone(), mentions.clone()),
+        OutgoingContent::Reaction { target, .. } => (Some(target.id.clone()), Vec::new()),
+        _ => (None, Vec::new()),
+    };
+    NewMessage {
+        chat: to.clone(),
+        chat_alt: None,
+        wa_message_id: wa_id.to_owned(),
+        from_me: true,
+        sender: None,
+        sender_lid: None,
+        sender_name: None,
+        kind: content.kind().to_owned(),
+        body: content.body(),
+        media: media_info(content),
+        quoted_message_id: quoted,
+        mentions,
+        status: MessageStatus::Pending,
+        timestamp: now,
+        poll: poll_info(content),
+    }
+}
+
+/// What the stored row says of a message's attachment: a new file's size, or a forwarded
+/// file's reference.
+fn media_info(content: &OutgoingContent) -> Option<MediaInfo> {
+    match content {
+        OutgoingContent::Media {
+            data,
+            mimetype,
+            filename,
+            reference,
+            ..
+        } => Some(MediaInfo {
+            mimetype: Some(mimetype.clone()),
+            size: Some(
+                reference
+                    .as_ref()
+                    .map_or(data.len() as u64, |r| r.file_length) as i64,
+            ),
+            filename: filename.clone(),
+            reference: reference.as_ref().map(|r| r.to_json()),
+        }),
+        OutgoingContent::Forward { content } => match &**content {
+            OutgoingContent::Media {
+                mimetype,
+                filename,
+                reference: Some(r),
+                ..
+            } => Some(MediaInfo {
+                mimetype: Some(mimetype.clone()),
+                size: Some(r.file_length as i64),
+                filename: filename.clone(),
+                reference: Some(r.to_json()),
+            }),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A poll's options and secret, kept so that votes can be sent and read.
+fn poll_info(content: &OutgoingContent) -> Option<String> {
+    match content {
+        OutgoingContent::Poll {
+            options,
+            selectable_count,
+            secret: Some(secret),
+            ..
+        } => Some(
+            crate::engine::PollInfo {
+                options: options.clone(),
+                selectable_count: *selectable_count,
+                secret: secret.clone(),
+            }
+            .to_json(),
+        ),
+        _ => None,
+    }
 }

@@ -293,7 +293,8 @@ async fn what_the_document_promises_the_server_does() {
         ("MediaInput", "mimetype"),
     ] {
         assert_eq!(
-            doc["components"]["schemas"][schema]["properties"][field]["pattern"], "\\S",
+            doc["components"]["schemas"][schema]["properties"][field]["pattern"],
+            wagate::http::NOT_BLANK_PATTERN,
             "{schema}.{field}"
         );
     }
@@ -306,14 +307,17 @@ async fn what_the_document_promises_the_server_does() {
             &options["maxItems"]
         ),
         (
-            &serde_json::json!("\\S"),
+            &serde_json::json!(wagate::http::NOT_BLANK_PATTERN),
             &serde_json::json!(true),
             &serde_json::json!(2),
             &serde_json::json!(12)
         )
     );
     let edit_path = format!("/api/v1/sessions/{sid}/messages/nosuchmessage");
+    let not_blank = regex::Regex::new(wagate::http::NOT_BLANK_PATTERN).unwrap();
     for (text, status) in [
+        ("\u{1d}", 422),
+        ("\u{feff}", 404),
         ("\u{c}", 422),
         ("\u{1c}\u{a0}", 422),
         (" \u{1f}\n", 422),
@@ -328,5 +332,117 @@ async fn what_the_document_promises_the_server_does() {
             )
             .await;
         assert_eq!(r.status, status, "{text:?}: {}", r.json());
+        // The document's pattern says the same (404: past the body check, no such message).
+        assert_eq!(not_blank.is_match(text), status == 404, "{text:?}");
+    }
+}
+
+/// The edges schemathesis found the document looser than the server (issue 17, defect 12):
+/// each field carries the server's own pattern, and what the pattern allows the server takes.
+#[tokio::test]
+async fn body_fields_carry_the_patterns_the_server_enforces() {
+    use wagate::domain::Phone;
+    let app = TestApp::new(Backend::Sqlite).await;
+    let sid = app.session().await;
+    let key = Some(app.admin_key.clone());
+    let doc = wagate::http::document();
+    let schemas = &doc["components"]["schemas"];
+    let pattern = |v: &serde_json::Value| regex::Regex::new(v.as_str().unwrap()).unwrap();
+    let phones = pattern(&schemas["CheckNumbers"]["properties"]["phones"]["items"]["pattern"]);
+    let pairing = pattern(&schemas["PairingCodeRequest"]["properties"]["phone"]["pattern"]);
+    let to = pattern(&schemas["Forward"]["properties"]["to"]["pattern"]);
+    assert_eq!(
+        schemas["Forward"]["properties"]["to"]["pattern"],
+        schemas["SendMessage"]["properties"]["to"]["pattern"]
+    );
+    for (raw, phone_ok) in [
+        ("6281234567890", true),
+        ("+62 812-3456-7890", true),
+        ("(62) 8123.4567", true),
+        ("0812345678", false),
+        ("123", false),
+        ("62812345678901234", false),
+        ("62a812345678", false),
+        ("", false),
+    ] {
+        assert_eq!(raw.parse::<Phone>().is_ok(), phone_ok, "{raw:?}");
+        assert_eq!(phones.is_match(raw), phone_ok, "phones[]: {raw:?}");
+        assert_eq!(pairing.is_match(raw), phone_ok, "phone: {raw:?}");
+        assert_eq!(to.is_match(raw), phone_ok, "to: {raw:?}");
+        // The batch check refuses exactly what the pattern refuses (422 names the index);
+        // what it allows gets past the body check (501: no connected client).
+        let r = app
+            .call(
+                Method::POST,
+                &format!("/api/v1/sessions/{sid}/contacts/check"),
+                key.as_deref(),
+                Some(serde_json::json!({ "phones": [raw] })),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            if phone_ok { 501 } else { 422 },
+            "{raw:?}: {}",
+            r.json()
+        );
+    }
+    for (raw, ok) in [
+        ("6281234567890@s.whatsapp.net", true),
+        ("123@lid", true),
+        ("1234-5678@g.us", true),
+        ("status@broadcast", false),
+        ("1@newsletter", false),
+        ("x@s.whatsapp.net", false),
+    ] {
+        assert_eq!(to.is_match(raw), ok, "to: {raw:?}");
+        assert_eq!(
+            wagate::http::send::recipient(raw).is_ok(),
+            ok,
+            "recipient({raw:?})"
+        );
+    }
+    // A voice flag in a form is the text true or false, as the server reads it.
+    assert_eq!(schemas["SendMessageForm"]["additionalProperties"], false);
+    let voice = &schemas["SendMessageForm"]["properties"]["voice"];
+    assert_eq!(voice["pattern"], "^(true|false)$");
+    assert_eq!(voice["type"], "string", "not nullable: {voice}");
+    // The emoji pattern is the server's check (a unit test compares them on every character).
+    assert_eq!(
+        schemas["React"]["properties"]["emoji"]["pattern"],
+        wagate::http::messages::EMOJI_PATTERN
+    );
+    let emoji = pattern(&schemas["React"]["properties"]["emoji"]["pattern"]);
+    assert!(
+        emoji.is_match("👍")
+            && emoji.is_match("")
+            && !emoji.is_match("👍 ")
+            && !emoji.is_match("\u{85}")
+    );
+    // A past expiry is allowed by the document, and taken by the server.
+    assert_eq!(
+        schemas["CreateApiKey"]["properties"]["expiresAt"]["minimum"],
+        0
+    );
+    app.call(
+        Method::POST,
+        "/api/v1/api-keys",
+        key.as_deref(),
+        Some(serde_json::json!({"name": "neg", "capabilities": ["read"], "expiresAt": -9223372036854775809_f64})),
+    )
+    .await
+    .expect_error(422, "validation_error");
+    app.call(
+        Method::POST,
+        "/api/v1/api-keys",
+        key.as_deref(),
+        Some(serde_json::json!({"name": "old", "capabilities": ["read"], "expiresAt": 0})),
+    )
+    .await
+    .expect(201);
+    // Every operation documents the time limit's 504.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            assert!(op["responses"]["504"].is_object(), "{method} {path}: 504");
+        }
     }
 }

@@ -435,10 +435,13 @@ dual!(async fn media_as_multipart_form_data(backend) {
     let r = post(form(&[("to", "6281234567890"), ("type", "audio"), ("voice", "true"), ("mimetype", "audio/ogg; codecs=opus")], Some(("v.ogg", None, b"OggS....")))).await;
     r.expect(201);
     assert!(matches!(&client.sent.lock().unwrap().last().unwrap().content, OutgoingContent::Media { voice: true, mimetype, .. } if mimetype == "audio/ogg; codecs=opus"));
-    // Refused: no file, no type for it, a text type, an unknown field, too large.
+    // Without a type anywhere the file is opaque.
+    let r = post(form(&[("to", "6281234567890"), ("type", "document")], Some(("x", None, b"abc")))).await;
+    r.expect(201);
+    assert_eq!(r.json()["media"]["mimetype"], "application/octet-stream");
+    // Refused: no file, a text type, an unknown field, too large.
     let before = app.rows_of("messages", &sid).await;
     post(form(&[("to", "6281234567890"), ("type", "image")], None)).await.expect_error(422, "validation_error");
-    post(form(&[("to", "6281234567890"), ("type", "document")], Some(("x", None, b"abc")))).await.expect_error(422, "validation_error");
     post(form(&[("to", "6281234567890"), ("type", "text")], Some(("x.txt", Some("text/plain"), b"abc")))).await.expect_error(422, "validation_error");
     post(form(&[("to", "6281234567890"), ("type", "image"), ("colour", "red")], Some(("x.png", Some("image/png"), b"abc")))).await.expect_error(422, "validation_error");
     post(form(&[("to", "6281234567890"), ("type", "image")], Some(("x.png", Some("image/png"), &vec![7u8; 100_000])))).await.expect_error(413, "payload_too_large");
@@ -471,4 +474,18 @@ dual!(async fn votes_in_polls_are_checked_and_sent(backend) {
     vote(pid.clone(), json!({"options": ["Rice", "Noodles", "Soup"]})).await.expect_error(422, "validation_error");
     vote(pid.clone(), json!({"options": ["Rice", "Rice"]})).await.expect_error(422, "validation_error");
     vote(text["id"].to_string(), json!({"options": ["Rice"]})).await.expect_error(422, "validation_error");
+});
+
+dual!(async fn a_name_of_a_loopback_address_is_refused_when_connecting(backend) {
+    // `localhost` is a name, not an IP literal: the check happens in the client's resolver,
+    // after DNS and before any connection (nothing listens for it to reach).
+    let files = file_server().await;
+    let port = files.rsplit(':').next().unwrap().to_owned();
+    let app = TestApp::new(backend).await;
+    let sid = app.session().await;
+    app.engine.connect(&sid);
+    let e = app.send(&sid, "", None, json!({"to": "6281234567890", "type": "document", "media": {"url": format!("http://localhost:{port}/files/ok.pdf")}})).await.expect_error(422, "validation_error");
+    let text = e.to_string();
+    assert!(text.contains("not a public address") && text.contains("media.url"), "{e}");
+    assert_eq!(app.rows_of("messages", &sid).await, 0);
 });
