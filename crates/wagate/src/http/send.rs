@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::extract::{JsonBody, PathParams, QueryMap};
 use super::models::Message;
 use super::owned_session;
-use crate::app::AppState;
+use super::AppState;
 use crate::auth::{Auth, CapSend};
 use crate::domain::{now_ms, Jid, Phone};
 use crate::engine::send::{new_message_id, MediaKind, OutgoingContent};
