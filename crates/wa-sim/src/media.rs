@@ -60,7 +60,7 @@ pub fn encrypt(plain: &[u8], kind: &str) -> Encrypted {
     let mut media_key = vec![0u8; 32];
     rand::rng().fill(&mut media_key[..]);
     let (iv, ck, mk) = expand(&media_key, kind);
-    let mut blob = cbc::Encryptor::<aes09::Aes256>::new((&ck).into(), (&iv).into())
+    let mut blob = cbc::Encryptor::<aes::Aes256>::new((&ck).into(), (&iv).into())
         .encrypt_padded_vec::<Pkcs7>(plain);
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&mk).expect("any key length");
     mac.update(&iv);
@@ -87,7 +87,7 @@ pub fn decrypt(blob: &[u8], media_key: &[u8], kind: &str) -> anyhow::Result<Vec<
     if mac.finalize().into_bytes()[..10] != *tag {
         anyhow::bail!("media MAC mismatch");
     }
-    cbc::Decryptor::<aes09::Aes256>::new((&ck).into(), (&iv).into())
+    cbc::Decryptor::<aes::Aes256>::new((&ck).into(), (&iv).into())
         .decrypt_padded_vec::<Pkcs7>(ct)
         .map_err(|_| anyhow::anyhow!("bad padding"))
 }

@@ -158,7 +158,8 @@ fn code_key(code: &str, salt: &[u8]) -> [u8; 32] {
 
 fn ctr(key: &[u8; 32], iv: &[u8], data: &mut [u8]) {
     use aes::cipher::{KeyIvInit, StreamCipher};
-    let mut c = ctr::Ctr128BE::<aes::Aes256>::new(key.into(), iv.into());
+    let iv = iv.try_into().expect("a 16-byte iv");
+    let mut c = ctr::Ctr128BE::<aes::Aes256>::new(key.into(), iv);
     c.apply_keystream(data);
 }
 
@@ -222,7 +223,10 @@ pub fn open_key_bundle(
         .map_err(|_| anyhow!("hkdf"))?;
     let cipher = aes_gcm::Aes256Gcm::new((&enc_key).into());
     let bundle = cipher
-        .decrypt((&wrapped_bundle[32..44]).into(), &wrapped_bundle[44..])
+        .decrypt(
+            wrapped_bundle[32..44].try_into().expect("12 bytes"),
+            &wrapped_bundle[44..],
+        )
         .map_err(|_| anyhow!("key bundle does not decrypt (wrong code?)"))?;
     if bundle.len() != 96 {
         bail!("key bundle must be 96 bytes, got {}", bundle.len());

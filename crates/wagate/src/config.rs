@@ -9,8 +9,6 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::JwtConfig;
-
 /// Every setting, with its default. Each key is also read from `WAGATE_<KEY>` (upper case).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -298,6 +296,23 @@ to a simulator on loopback, and WAGATE_WA_URL is `{}`",
             max_age: Duration::from_secs(self.jwks_max_age_secs.max(1)),
         })
     }
+}
+
+/// What the login-JWT verifier (`auth::JwtVerifier`) checks and which claims it reads, made
+/// from [`Config`] by [`Config::jwt`]. Defined here so the configuration is a leaf module.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub jwks_url: String,
+    pub issuer: String,
+    pub audience: String,
+    pub claim_sub: String,
+    pub claim_org: String,
+    pub claim_org_role: String,
+    pub claim_role: String,
+    /// Minimum time between two JWKS fetches caused by unknown `kid`s.
+    pub refresh_interval: Duration,
+    /// Keys older than this are re-fetched on the next use.
+    pub max_age: Duration,
 }
 
 #[cfg(test)]

@@ -15,24 +15,9 @@ use serde_json::Value;
 use tokio::sync::{Mutex, RwLock};
 
 use super::{Caller, Principal};
+use crate::config::JwtConfig;
 use crate::domain::{CapSet, Capability};
 use crate::error::ApiError;
-
-/// What the verifier checks and which claims it reads.
-#[derive(Debug, Clone)]
-pub struct JwtConfig {
-    pub jwks_url: String,
-    pub issuer: String,
-    pub audience: String,
-    pub claim_sub: String,
-    pub claim_org: String,
-    pub claim_org_role: String,
-    pub claim_role: String,
-    /// Minimum time between two JWKS fetches caused by unknown `kid`s.
-    pub refresh_interval: Duration,
-    /// Keys older than this are re-fetched on the next use.
-    pub max_age: Duration,
-}
 
 struct KeySet {
     keys: HashMap<String, DecodingKey>,

@@ -2,23 +2,26 @@
 //!
 //! A bearer token is tried as a login JWT (verified against the frontend's JWKS) and as an
 //! API key (`wag_...`). Handlers never look at tokens: they take an [`Auth`] extractor whose
-//! type names the capability the route needs.
+//! type names the capability the route needs. The extractor asks the router's state only for
+//! the [`Authenticator`] (`Arc<Authenticator>: FromRef<S>`), so this module never sees the
+//! application state.
 
 pub mod api_key;
 pub mod jwt;
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 
-use crate::app::AppState;
 use crate::domain::{CapSet, Capability};
 use crate::error::ApiError;
 
+pub use crate::config::JwtConfig;
 pub use api_key::ApiKeyService;
-pub use jwt::{JwtConfig, JwtVerifier};
+pub use jwt::JwtVerifier;
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -136,18 +139,18 @@ impl<S, R> FromRequestParts<S> for Auth<R>
 where
     S: Send + Sync,
     R: Requirement,
-    AppState: FromRef<S>,
+    Arc<Authenticator>: FromRef<S>,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
+        let auth = Arc::<Authenticator>::from_ref(state);
         let token = token_of(parts).ok_or_else(|| {
             ApiError::Unauthorized(
                 "send `Authorization: Bearer <token>` with a login JWT or an API key".into(),
             )
         })?;
-        let caller = state.auth().authenticate(token).await?;
+        let caller = auth.authenticate(token).await?;
         if !caller.caps.contains(R::CAP) {
             return Err(ApiError::Forbidden(format!(
                 "this endpoint needs the `{}` capability",

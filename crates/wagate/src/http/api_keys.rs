@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::extract::{JsonBody, PathParams};
 use super::models::{ApiKey, ApiKeyList, CreatedApiKey};
-use crate::app::AppState;
+use super::AppState;
 use crate::auth::{Auth, CapManage};
 use crate::domain::{CapSet, Capability};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::check_session;
 use super::extract::{JsonBody, PathParams, QueryMap};
 use super::models::{Chat, ChatPage, Message, MessagePage};
-use crate::app::AppState;
+use super::AppState;
 use crate::auth::{Auth, CapRead, CapSend};
 use crate::engine::ChatPresence;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::check_session;
 use super::extract::{JsonBody, PathParams, QueryMap};
 use super::models::{Contact, ContactPage, OnWhatsApp};
-use crate::app::AppState;
+use super::AppState;
 use crate::auth::{Auth, CapRead};
 use crate::domain::{Jid, Phone};
 use crate::engine;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::QueryMap;
-use crate::app::AppState;
+use super::AppState;
 use crate::auth::{Auth, CapEvents};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::store::{event_kind, EventFilter, EventRecord};

@@ -9,7 +9,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-use crate::app::AppState;
+use super::AppState;
 
 pub struct Metrics {
     registry: Registry,

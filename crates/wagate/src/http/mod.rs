@@ -13,10 +13,15 @@ pub mod fetch;
 pub mod limits;
 pub mod messages;
 pub mod metrics;
-pub mod models;
 pub mod send;
 pub mod sessions;
+pub mod state;
 pub mod system;
+
+/// The JSON shapes of the API, defined below the store so event payloads and responses share
+/// them without the store importing this layer.
+pub use crate::store::wire as models;
+pub use state::{AppState, HttpState};
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
@@ -32,7 +37,6 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::domain::SessionId;
 use crate::error::{ApiError, ApiResult};

@@ -15,7 +15,7 @@ use super::extract::{JsonBody, PathParams, QueryMap};
 use super::limits::Deadline;
 use super::models::Message;
 use super::owned_session;
-use crate::app::AppState;
+use super::AppState;
 use crate::auth::{Auth, CapSend};
 use crate::domain::{now_ms, Jid, Phone};
 use crate::engine::send::{new_message_id, MediaKind, OutgoingContent};

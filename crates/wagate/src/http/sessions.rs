@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::extract::{JsonBody, PathParams, QueryMap};
 use super::models::{Session, SessionList};
 use super::owned_session;
-use crate::app::AppState;
+use super::AppState;
 use crate::auth::{Auth, CapManage, CapSend};
 use crate::domain::{Phone, SessionId};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
@@ -481,7 +481,7 @@ pub async fn get_qr(
             .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
         let (content_type, image) = if format == "svg" {
             let svg = code
-                .render::<qrcode::render::svg::Color>()
+                .render::<qrcode::render::svg::Color<'_>>()
                 .min_dimensions(256, 256)
                 .build();
             ("image/svg+xml", svg.into_bytes())

@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
+use super::AppState;
 use crate::error::{ApiError, ErrorEnvelope};
 
 /// Health state.

@@ -3,6 +3,8 @@
 //!
 //! Layout:
 //! - [`records`]: the rows the store returns (chats, messages, contacts, sessions, keys, events).
+//! - [`wire`]: the JSON shapes of the API made from those rows, which event payloads carry too
+//!   (`http` re-exports them as `http::models`).
 //! - [`ingest`]: the one entry point for everything WhatsApp tells the gateway, with typed inputs
 //!   (messages, receipts, chat settings, names, LID↔phone pairs, groups, history batches).
 //! - `api`: the reads and writes the HTTP API makes.
@@ -21,6 +23,7 @@ pub mod ingest;
 pub mod keys;
 pub mod outgoing;
 pub mod records;
+pub mod wire;
 
 mod api;
 pub(crate) mod outbox;
@@ -397,7 +400,7 @@ pub(crate) fn json_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, 
     struct V;
     impl serde::de::Visitor<'_> for V {
         type Value = bool;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a boolean or 0/1")
         }
         fn visit_bool<E>(self, v: bool) -> Result<bool, E> {

@@ -12,6 +12,7 @@ mod errors;
 mod events;
 mod ingest;
 mod keystore;
+mod layers;
 mod limits;
 mod messages;
 mod openapi;

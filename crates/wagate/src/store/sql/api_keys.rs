@@ -2,9 +2,9 @@
 
 use super::Pool;
 use crate::domain::now_ms;
-use crate::http::models::ApiKey;
 use crate::store::outbox::{kind, Outbox};
 use crate::store::records::{ApiKeyRecord, NewApiKey};
+use crate::store::wire::ApiKey;
 
 const COLS: &str = "id, org_id, name, key_hash, key_prefix, capabilities, created_by, created_at, expires_at, revoked_at, last_used_at";
 

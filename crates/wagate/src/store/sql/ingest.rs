@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 
 use super::{Conn, Pool, Tx};
 use crate::domain::Jid;
-use crate::http::models::{Chat, Contact};
 use crate::store::ingest::{
     ChatSettings, GroupInfo, GroupMember, HistoryCounts, HistoryPart, MessageChange, NewMessage,
     ParticipantChange, PersonNames, Receipt, RecordOptions, Recorded,
@@ -14,6 +13,7 @@ use crate::store::ingest::{
 use crate::store::outbox::{kind, Outbox, Touched};
 use crate::store::records::{ChatPatch, ChatRecord};
 use crate::store::retrying;
+use crate::store::wire::{Chat, Contact};
 
 /// Opens the transaction of a change to `session`'s stored copy: `None` when the session no
 /// longer exists (its data went with it, so there is nothing to store).

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use super::{Conn, Pool};
 use crate::domain::{now_ms, ChatKind, Cursor};
-use crate::http::models::Message;
 use crate::store::ingest::{ChangeKind, MessageChange, NewMessage, RecordOptions, Recorded};
 use crate::store::outbox::{kind, Outbox, Touched};
 use crate::store::records::{MessageRecord, MessageStatus};
+use crate::store::wire::Message;
 
 const MSG_COLS: &str = "id, session_id, chat_id, wa_message_id, from_me, sender_jid, sender_lid, sender_name, type, body, has_media, media_mimetype, media_size, media_filename, quoted_message_id, mentions, status, error, edited, deleted, timestamp, created_at, media_ref, media_file, poll";
 const INSERT_COLS: &str = "session_id, chat_id, wa_message_id, from_me, sender_jid, sender_lid, sender_name, type, body, has_media, media_mimetype, media_size, media_filename, quoted_message_id, mentions, status, timestamp, created_at, media_ref, poll";

@@ -2,9 +2,9 @@
 
 use super::{Conn, Pool};
 use crate::domain::now_ms;
-use crate::http::models::Session;
 use crate::store::outbox::{kind, Outbox};
 use crate::store::records::{NewSession, SessionPatch, SessionRecord, SessionStatus};
+use crate::store::wire::Session;
 
 const COLS: &str = "id, org_id, label, status, status_reason, phone_number, wa_jid, wa_lid, push_name, auto_read, presence_typing, rate_per_min, rate_per_hour, download_media, last_connected_at, created_at, updated_at";
 

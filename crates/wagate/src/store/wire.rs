@@ -1,12 +1,14 @@
 //! The JSON shapes of the API (camelCase), converted from store records.
+//!
+//! They live here, below both the store (which writes them into event payloads) and `http`
+//! (which answers with them and re-exports them as `http::models`), so the store never reaches
+//! up into the HTTP layer.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::{ApiKeyRecord, ChatRecord, ContactRecord, MessageRecord, SessionRecord, SessionStatus};
 use crate::domain::now_ms;
-use crate::store::{
-    ApiKeyRecord, ChatRecord, ContactRecord, MessageRecord, SessionRecord, SessionStatus,
-};
 
 /// A conversation in the stored copy.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
