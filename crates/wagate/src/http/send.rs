@@ -682,6 +682,7 @@ pub struct Accepted {
     /// The job, without its content (nothing after acceptance reads it; a media file is not
     /// kept in memory while the request waits).
     job: OutgoingRecord,
+    sid: crate::domain::SessionId,
     outcomes: tokio::sync::broadcast::Receiver<crate::engine::sender::Outcome>,
 }
 
@@ -761,7 +762,7 @@ pub async fn accept(
     } else if !opts.asynchronous && job.state == "queued" && st.engine().client(&sid).is_none() {
         return Err(ApiError::no_client());
     }
-    Ok(Accepted { job, outcomes })
+    Ok(Accepted { job, sid, outcomes })
 }
 
 impl Accepted {
@@ -778,6 +779,11 @@ impl Accepted {
         }
         let id = self.job.id.clone();
         let settled = |state: &str| state != "queued";
+        // Accepted without a connected client (a first request with an Idempotency-Key):
+        // nothing will settle it before the session connects, so there is nothing to wait for.
+        if st.engine().client(&self.sid).is_none() {
+            return Ok((StatusCode::ACCEPTED, self.job));
+        }
         let mut done = settled_job(st, &id).await?.filter(|j| settled(&j.state));
         let mut until = tokio::time::Instant::now() + SYNC_WAIT;
         if let Some(deadline) = opts.deadline {
