@@ -427,7 +427,9 @@ async fn body_fields_carry_the_patterns_the_server_enforces() {
         Method::POST,
         "/api/v1/api-keys",
         key.as_deref(),
-        Some(serde_json::json!({"name": "neg", "capabilities": ["read"], "expiresAt": -9223372036854775809_f64})),
+        Some(
+            serde_json::json!({"name": "neg", "capabilities": ["read"], "expiresAt": -9.3e18_f64}),
+        ),
     )
     .await
     .expect_error(422, "validation_error");
