@@ -10,6 +10,8 @@ once from the durable outbox), timing the answers and the time until every messa
 """
 
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -54,14 +56,21 @@ def run(key, sids, per_session, clients, mode, tag):
     return t0, accepted, lat
 
 
-def sent_count(key, after):
-    n = 0
-    while True:
-        s, v = req("GET", f"{GW}/api/v1/events?after={after}&event=message.status&limit=1000", None, key)
-        if not v["data"]:
-            return n
-        n += sum(1 for e in v["data"] if e["payload"]["status"] == "sent")
-        after = v["next"]
+class SentCounter:
+    """Counts `sent` status events as they come, reading each event of the feed once (a
+    bench that re-read the whole feed on every look would measure its own reads)."""
+
+    def __init__(self, key, after):
+        self.key, self.after, self.n = key, after, 0
+
+    def __call__(self):
+        while True:
+            s, v = req("GET", f"{GW}/api/v1/events?after={self.after}&event=message.status&limit=1000",
+                       None, self.key)
+            if not v["data"]:
+                return self.n
+            self.n += sum(1 for e in v["data"] if e["payload"]["status"] == "sent")
+            self.after = v["next"]
 
 
 def main():
@@ -84,8 +93,8 @@ def main():
         sids[sid] = f"{phone}@s.whatsapp.net"
     # Warm-up: the first message to a person fetches their devices and starts Signal sessions.
     run(key, sids, 5, 1, "sync", "warm")
-    print("| sessions | mode | messages | clients/session | accepted in | all sent in | sent/s | p50 answer | p99 answer | gateway CPU |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| sessions | mode | messages | clients/session | accepted in | all sent in | sent/s | p50 answer | p99 answer | gateway CPU | CPU/message |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for sessions, per_session, clients in configs:
         use = dict(list(sids.items())[:sessions])
         n = sessions * per_session
@@ -96,12 +105,24 @@ def main():
                 after = v["next"]
                 s, v = req("GET", f"{GW}/api/v1/events?limit=1000&after={after}", None, key)
             cpu0 = cpu_seconds(gw.pid)
+            perf = None
+            if os.environ.get("SEND_PERF"):
+                # A CPU profile of the gateway while it sends (perf's software clock).
+                out = f"{os.environ['SEND_PERF']}-{sessions}-{mode}.data"
+                perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", os.environ.get("SEND_PERF_HZ", "499"), *os.environ.get("SEND_PERF_CG", "-g").split(),
+                                         "-p", str(gw.pid), "-o", out],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             t0, accepted, lat = run(key, use, per_session, clients, mode, f"{mode}-{sessions}")
-            wait("every message sent", lambda: sent_count(key, after) >= n, timeout=1800)
+            counter = SentCounter(key, after)
+            wait("every message sent", lambda: counter() >= n or time.sleep(0.2), timeout=1800)
             done = time.time() - t0
             cpu = cpu_seconds(gw.pid) - cpu0
+            if perf:
+                perf.send_signal(signal.SIGINT)
+                perf.wait(timeout=120)
             print(f"| {sessions} | {mode} | {n} | {clients} | {accepted:.2f} s | {done:.2f} s | "
-                  f"{n / done:,.0f} | {pct(lat, 0.5):.1f} ms | {pct(lat, 0.99):.1f} ms | {cpu:.1f} s |", flush=True)
+                  f"{n / done:,.0f} | {pct(lat, 0.5):.1f} ms | {pct(lat, 0.99):.1f} ms | {cpu:.1f} s | "
+                  f"{cpu / n * 1000:.2f} ms |", flush=True)
     gw.terminate()
     gw.wait(timeout=60)
     sim.terminate()

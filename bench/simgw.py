@@ -12,7 +12,8 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "bench", "release")
+# WAGATE_BENCH_BIN: another build's folder (to measure an older build beside this one).
+BIN = os.environ.get("WAGATE_BENCH_BIN") or os.path.join(ROOT, "target", "bench", "release")
 SIM_PORT, GW_PORT = 18291, 18292
 SIM = f"http://127.0.0.1:{SIM_PORT}"
 GW = f"http://127.0.0.1:{GW_PORT}"

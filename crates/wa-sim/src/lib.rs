@@ -67,7 +67,11 @@ pub fn app(sim: Sim) -> Router {
         .route("/control/people/{phone}/receipts", get(people::receipts))
         .route("/control/people/{phone}/read", post(people::read))
         .route("/control/people/{phone}/chatstate", post(people::chatstate))
-        .route("/mms/{kind}/{token}", post(media::upload))
+        // WhatsApp's media hosts take documents up to 100 MiB (axum's default is 2 MiB).
+        .route(
+            "/mms/{kind}/{token}",
+            post(media::upload).layer(axum::extract::DefaultBodyLimit::max(100 << 20)),
+        )
         .route("/v/{*rest}", get(media::download))
         .with_state(sim)
 }

@@ -131,10 +131,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "wagate listening");
+    let sender = state.sender().clone();
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     sweeper.abort();
+    // The sender first (a send in flight is abandoned; its job stays queued), then the engine.
+    sender.stop().await;
     engine.shutdown().await;
     store.close().await;
     Ok(())

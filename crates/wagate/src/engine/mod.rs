@@ -195,6 +195,12 @@ pub trait Engine: Send + Sync + 'static {
     fn client(&self, session: &SessionId) -> Option<Arc<dyn LiveClient>>;
     /// The session's settings were changed through the API: forget any copy of them.
     fn settings_changed(&self, _session: &SessionId) {}
+    /// Sessions as their client connects (the sender sends what waited for it). An engine
+    /// that does not report connections gives a closed channel; the sender then finds
+    /// connected sessions with work at its next look.
+    fn connections(&self) -> tokio::sync::broadcast::Receiver<SessionId> {
+        tokio::sync::broadcast::channel(1).1
+    }
     /// What the engine runs now, for `/metrics`.
     fn stats(&self) -> EngineStats {
         EngineStats::default()

@@ -1,11 +1,9 @@
 //! Chat settings changed through the API reach the phone: the store queues them (table
-//! `chat_settings_pending`, written in the same transaction as the change) and this module
-//! sends them through a connected client, when the API changes one and whenever the session
-//! connects. A change survives restarts and waits while the session is offline; a change made
-//! later on the phone cancels it (see `ChatSettings::changed_at`).
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+//! `chat_settings_pending`, written in the same transaction as the change) and the sender
+//! (`engine::sender`) pushes them with this module through a connected client, when the API
+//! changes one and whenever the session connects. A change survives restarts and waits while
+//! the session is offline; a change made later on the phone cancels it (see
+//! `ChatSettings::changed_at`).
 
 use super::{ChatSettingChange, EngineError, LiveClient};
 use crate::domain::{Jid, SessionId};
@@ -14,12 +12,6 @@ use crate::store::{PendingChatSetting, Store};
 /// A change that failed this many times is left in the table (and logged) instead of being
 /// retried on every connect; a newer change of the same setting resets it.
 const MAX_ATTEMPTS: i32 = 10;
-
-/// Sessions being drained, and whether another drain was asked for meanwhile.
-fn draining() -> &'static Mutex<HashMap<SessionId, bool>> {
-    static D: OnceLock<Mutex<HashMap<SessionId, bool>>> = OnceLock::new();
-    D.get_or_init(Default::default)
-}
 
 fn change_of(p: &PendingChatSetting) -> Option<ChatSettingChange> {
     match p.setting.as_str() {
@@ -32,32 +24,15 @@ fn change_of(p: &PendingChatSetting) -> Option<ChatSettingChange> {
     }
 }
 
-/// Sends every queued change of `sid` through `client`; returns how many WhatsApp took. When a
-/// drain of the session is already running, it is told to go round once more instead.
-pub async fn push_pending(store: &Store, sid: &SessionId, client: Arc<dyn LiveClient>) -> usize {
-    {
-        let mut d = draining().lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(again) = d.get_mut(sid) {
-            *again = true;
-            return 0;
+/// Sends every queued change of `sid` through `client`; returns how many WhatsApp took. The
+/// sender calls it from the session's one worker, so two drains of a session never overlap.
+pub async fn push_pending(store: &Store, sid: &SessionId, client: &dyn LiveClient) -> usize {
+    match drain_once(store, sid, client).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(session = %sid, error = %format!("{e:#}"), "chat settings not sent to WhatsApp");
+            0
         }
-        d.insert(*sid, false);
-    }
-    let mut sent = 0;
-    loop {
-        match drain_once(store, sid, client.as_ref()).await {
-            Ok(n) => sent += n,
-            Err(e) => {
-                tracing::warn!(session = %sid, error = %format!("{e:#}"), "chat settings not sent to WhatsApp")
-            }
-        }
-        let mut d = draining().lock().unwrap_or_else(|p| p.into_inner());
-        if d.get(sid) == Some(&true) {
-            d.insert(*sid, false);
-            continue;
-        }
-        d.remove(sid);
-        return sent;
     }
 }
 

@@ -170,12 +170,7 @@ pub async fn patch_chat(
         .ok_or_else(ApiError::chat_not_found)?;
     // The change is queued for the phone in the same transaction; send it now if connected
     // (otherwise the session sends it when it connects).
-    if let Some(client) = st.engine().client(&sid) {
-        let store = st.store().clone();
-        tokio::spawn(async move {
-            crate::engine::settings_sync::push_pending(&store, &sid, client).await;
-        });
-    }
+    st.sender().push_settings(&sid);
     Ok(Json(chat.into()))
 }
 

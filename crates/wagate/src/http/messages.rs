@@ -258,7 +258,7 @@ async fn change_answer(
     status: StatusCode,
     job: &crate::store::outgoing::OutgoingRecord,
 ) -> ApiResult<Response> {
-    if job.state == "failed" {
+    if job.state == crate::store::outgoing::JobState::Failed {
         return Err(ApiError::Conflict(format!(
             "WhatsApp did not take the change: {}",
             job.error.as_deref().unwrap_or("no reason given")
@@ -346,7 +346,7 @@ pub async fn edit_message(
             format!("only text messages can be edited, this one is `{}`", m.kind),
         ));
     }
-    if m.status == "failed" {
+    if m.status == crate::store::MessageStatus::Failed {
         return Err(ApiError::bad_body(None, "the message was never sent"));
     }
     if now_ms() - m.timestamp > EDIT_WINDOW_MS {

@@ -21,7 +21,7 @@ use crate::domain::{now_ms, Jid, Phone};
 use crate::engine::send::{new_message_id, MediaKind, OutgoingContent};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::store::ingest::{MediaInfo, NewMessage};
-use crate::store::outgoing::OutgoingRecord;
+use crate::store::outgoing::{JobState, OutgoingRecord};
 use crate::store::{MessageRecord, MessageStatus, SessionRecord};
 use tokio::time::Instant;
 
@@ -683,7 +683,7 @@ pub struct Accepted {
     /// kept in memory while the request waits).
     job: OutgoingRecord,
     sid: crate::domain::SessionId,
-    outcomes: tokio::sync::broadcast::Receiver<crate::engine::sender::Outcome>,
+    watch: crate::engine::sender::JobWatch,
 }
 
 /// Accepts outgoing work into the durable outbox. A message gets its stored row (status
@@ -737,14 +737,14 @@ pub async fn accept(
         wa_message_id: wa_id,
         message_id: target.map(|t| t.id).unwrap_or_default(),
         content: content_json,
-        state: "queued".into(),
+        state: JobState::Queued,
         attempts: 0,
         not_before: now,
         error: None,
         created_at: now,
         sent_at: None,
     };
-    let outcomes = st.sender().subscribe();
+    let mut watch = st.sender().watch(&job.id);
     let enqueued = st.store().enqueue_send(&job, msg.as_ref()).await?;
     let hash = job.request_hash.clone();
     drop(job);
@@ -758,11 +758,16 @@ pub async fn accept(
     let mut job = enqueued.job;
     job.content = String::new();
     if enqueued.created {
-        st.sender().wake();
-    } else if !opts.asynchronous && job.state == "queued" && st.engine().client(&sid).is_none() {
-        return Err(ApiError::no_client());
+        st.sender().wake(&sid);
+    } else {
+        if !opts.asynchronous && job.state == JobState::Queued && st.engine().client(&sid).is_none()
+        {
+            return Err(ApiError::no_client());
+        }
+        // A retry waits for the first request's job.
+        watch = st.sender().watch(&job.id);
     }
-    Ok(Accepted { job, sid, outcomes })
+    Ok(Accepted { job, sid, watch })
 }
 
 impl Accepted {
@@ -778,26 +783,24 @@ impl Accepted {
             return Ok((StatusCode::ACCEPTED, self.job));
         }
         let id = self.job.id.clone();
-        let settled = |state: &str| state != "queued";
         // Accepted without a connected client (a first request with an Idempotency-Key):
         // nothing will settle it before the session connects, so there is nothing to wait for.
         if st.engine().client(&self.sid).is_none() {
             return Ok((StatusCode::ACCEPTED, self.job));
         }
-        let mut done = settled_job(st, &id).await?.filter(|j| settled(&j.state));
         let mut until = tokio::time::Instant::now() + SYNC_WAIT;
         if let Some(deadline) = opts.deadline {
             until = until.min(deadline.checked_sub(ANSWER_MARGIN).unwrap_or(deadline));
         }
-        while done.is_none() {
-            match tokio::time::timeout_at(until, self.outcomes.recv()).await {
-                Ok(Ok(o)) if o.job != id => continue,
-                // Settled, or missed some outcomes: look at the job itself.
-                Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
-                    done = settled_job(st, &id).await?.filter(|j| settled(&j.state));
-                }
-                Ok(Err(_)) | Err(_) => break,
-            }
+        // The watch was registered before the job was stored: a settle in between is not
+        // missed, and a job settled before (a retry's) is seen by the look below.
+        let mut done = settled_job(st, &id).await?.filter(|j| j.state.is_settled());
+        if done.is_none()
+            && tokio::time::timeout_at(until, self.watch.settled())
+                .await
+                .is_ok()
+        {
+            done = settled_job(st, &id).await?.filter(|j| j.state.is_settled());
         }
         Ok(match done {
             Some(j) => (StatusCode::CREATED, j),

@@ -219,6 +219,7 @@ pub async fn update_session(
         .await?
         .ok_or_else(ApiError::session_not_found)?;
     st.engine().settings_changed(&sid);
+    st.sender().settings_changed(&sid);
     Ok(Json(rec.into()))
 }
 

@@ -42,14 +42,35 @@ pub async fn readyz(State(st): State<AppState>) -> Result<Json<Health>, ApiError
 
 /// GET /metrics — Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "system", summary = "Prometheus metrics",
-    description = "Request counts and latency histograms by method, route template and status; what the WhatsApp engine runs (sessions running and connected, engine events waiting per session, tasks, clients in memory, store retries).",
+    description = "Request counts and latency histograms by method, route template and status; what the WhatsApp engine runs (sessions running and connected, engine events waiting per session, tasks, clients in memory, store retries); the outbox backlog and the sender's workers.",
     responses((status = 200, description = "Prometheus text exposition.", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    let mut body = st.metrics().render() + &engine_metrics(&st.engine().stats());
+    body.push_str(&sender_metrics(&st).await);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics().render() + &engine_metrics(&st.engine().stats()),
+        body,
     )
+}
+
+/// The outbox of messages to send: its backlog (from the database, so every node sees the
+/// same) and the sender's workers.
+async fn sender_metrics(st: &AppState) -> String {
+    let mut out = String::new();
+    match st.store().queued_sends().await {
+        Ok(n) => out.push_str(&format!(
+            "# HELP wagate_outbox_queued Messages accepted and not yet sent or failed, all sessions.\n\
+             # TYPE wagate_outbox_queued gauge\nwagate_outbox_queued {n}\n"
+        )),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "metrics: cannot count the outbox"),
+    }
+    out.push_str(&format!(
+        "# HELP wagate_sender_workers Sessions whose sender is working now.\n\
+         # TYPE wagate_sender_workers gauge\nwagate_sender_workers {}\n",
+        st.sender().workers()
+    ));
+    out
 }
 
 /// The engine's snapshot in Prometheus' text format.

@@ -35,7 +35,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{PgPool, SqlitePool};
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -137,6 +139,10 @@ impl Store {
                 let opts = SqliteConnectOptions::from_str(&url)
                     .context("parsing the database URL")?
                     .create_if_missing(true)
+                    // Pages freed by settled sends go back to the file system (see
+                    // `reclaim_free_pages`); the write-ahead log is cut back after checkpoints.
+                    .auto_vacuum(SqliteAutoVacuum::Incremental)
+                    .pragma("journal_size_limit", (8 << 20).to_string())
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .foreign_keys(true)
@@ -199,7 +205,39 @@ impl Store {
             }
         }
         .context("applying database migrations")?;
+        if let Db::Sqlite(p) = &self.db {
+            // A database file made before incremental auto-vacuum was set keeps its free pages
+            // until it is rebuilt once.
+            let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+                .fetch_one(p)
+                .await?;
+            if mode != 2 {
+                tracing::info!(
+                    "rebuilding the SQLite file once so it can give free space back (VACUUM)"
+                );
+                sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+                    .execute(p)
+                    .await?;
+                sqlx::query("VACUUM").execute(p).await?;
+            }
+        }
         Ok(())
+    }
+
+    /// SQLite: gives the database file's free pages back to the file system and cuts the
+    /// write-ahead log back, after a large payload was dropped. PostgreSQL's autovacuum does
+    /// this on its own. A failure only leaves the space for later reuse; it is logged.
+    pub(crate) async fn reclaim_free_pages(&self) {
+        let Some(w) = &self.writer else { return };
+        let _g = self.write_gate().await;
+        for sql in [
+            "PRAGMA incremental_vacuum",
+            "PRAGMA wal_checkpoint(TRUNCATE)",
+        ] {
+            if let Err(e) = sqlx::query(sql).execute(w).await {
+                tracing::warn!(error = %e, statement = sql, "could not give free database space back");
+            }
+        }
     }
 
     pub fn kind(&self) -> DbKind {

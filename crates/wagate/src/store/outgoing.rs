@@ -1,10 +1,47 @@
 //! The durable outbox of messages to send: what `POST /sessions/{sid}/messages` accepted and
 //! the sender works through (see migration 0006).
 
+use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
 use super::ingest::NewMessage;
 use super::{on_db, Store};
+
+/// Where a send job is: waiting in the outbox, or settled one way or the other. Stored as its
+/// lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Sent,
+    Failed,
+}
+
+impl JobState {
+    /// Sent or failed: nothing more happens to the job.
+    pub fn is_settled(self) -> bool {
+        self != JobState::Queued
+    }
+}
+
+/// A queued job as the sender works through it: everything but the content, which
+/// [`Store::send_content`] reads for the one job about to be sent (a queue of large
+/// attachments is not read again on every look at the queue).
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct QueuedJob {
+    pub id: String,
+    pub chat_jid: String,
+    pub wa_message_id: String,
+    pub attempts: i32,
+    pub not_before: i64,
+    /// Bytes of the content JSON.
+    pub content_len: i64,
+}
+
+/// A settled job's content at least this large (bytes) is given back to the file system at
+/// once rather than left as free pages inside the database file.
+const RECLAIM_AFTER: i64 = 1 << 20;
 
 /// One send job.
 #[derive(Debug, Clone, PartialEq, FromRow)]
@@ -17,10 +54,9 @@ pub struct OutgoingRecord {
     pub wa_message_id: String,
     /// The stored message it shows as.
     pub message_id: i64,
-    /// `engine::send::OutgoingContent` as JSON.
+    /// `engine::send::OutgoingContent` as JSON while the job is queued; empty once it settled.
     pub content: String,
-    /// `queued`, `sent` or `failed`.
-    pub state: String,
+    pub state: JobState,
     pub attempts: i32,
     pub not_before: i64,
     pub error: Option<String>,
@@ -59,9 +95,19 @@ impl Store {
         Ok(on_db!(self, outgoing::sessions_with_work(limit))?)
     }
 
-    /// The session's next send, in acceptance order.
-    pub async fn next_send(&self, session: &str) -> anyhow::Result<Option<OutgoingRecord>> {
-        Ok(on_db!(self, outgoing::head(session))?)
+    /// The session's next `limit` queued sends, in acceptance order, without their content.
+    pub async fn next_sends(&self, session: &str, limit: i64) -> anyhow::Result<Vec<QueuedJob>> {
+        Ok(on_db!(self, outgoing::head(session, limit))?)
+    }
+
+    /// The content of a queued job (`None` once it settled or was removed).
+    pub async fn send_content(&self, id: &str) -> anyhow::Result<Option<String>> {
+        Ok(on_db!(self, outgoing::content(id))?)
+    }
+
+    /// When the session's last `n` sends left (newest first), for its rate limits.
+    pub async fn recent_send_times(&self, session: &str, n: i64) -> anyhow::Result<Vec<i64>> {
+        Ok(on_db!(self, outgoing::recent_sent(session, n))?)
     }
 
     /// Sends accepted (queued or sent) since `since`, and when the oldest of them was accepted.
@@ -82,9 +128,18 @@ impl Store {
         Ok(on_db!(self, outgoing::sent_since(session, since))?)
     }
 
-    pub async fn send_done(&self, id: &str, at: i64) -> anyhow::Result<()> {
-        let _w = self.write_gate().await;
-        Ok(on_db!(self, outgoing::mark_sent(id, at))?)
+    /// Settles a job as sent and drops its content. `freed` is the content's size: a large
+    /// one gives its pages back to the file system at once (SQLite), so a queue of
+    /// attachments does not leave the database file at its high-water mark.
+    pub async fn send_done(&self, id: &str, at: i64, freed: i64) -> anyhow::Result<()> {
+        {
+            let _w = self.write_gate().await;
+            on_db!(self, outgoing::mark_sent(id, at))?;
+        }
+        if freed >= RECLAIM_AFTER {
+            self.reclaim_free_pages().await;
+        }
+        Ok(())
     }
 
     pub async fn send_retry(&self, id: &str, not_before: i64, error: &str) -> anyhow::Result<()> {
@@ -97,9 +152,21 @@ impl Store {
         Ok(on_db!(self, outgoing::hold(id, not_before))?)
     }
 
-    pub async fn send_failed(&self, id: &str, error: &str) -> anyhow::Result<()> {
-        let _w = self.write_gate().await;
-        Ok(on_db!(self, outgoing::mark_failed(id, error))?)
+    /// Settles a job as failed and drops its content (see [`Store::send_done`]).
+    pub async fn send_failed(&self, id: &str, error: &str, freed: i64) -> anyhow::Result<()> {
+        {
+            let _w = self.write_gate().await;
+            on_db!(self, outgoing::mark_failed(id, error))?;
+        }
+        if freed >= RECLAIM_AFTER {
+            self.reclaim_free_pages().await;
+        }
+        Ok(())
+    }
+
+    /// Jobs waiting in the outbox, over every session (for `/metrics`).
+    pub async fn queued_sends(&self) -> anyhow::Result<i64> {
+        Ok(on_db!(self, outgoing::queued_count())?)
     }
 
     /// Forgets finished sends accepted before `before`.

@@ -3,9 +3,13 @@
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
-/// Delivery state of a message; it only ever moves forward (`failed` aside).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// Delivery state of a message; it only ever moves forward (`failed` aside). Stored as its
+/// lowercase name.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::Type,
+)]
 #[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum MessageStatus {
     Pending,
     Sent,
@@ -177,7 +181,7 @@ pub struct MessageRecord {
     pub poll: Option<String>,
     pub quoted_message_id: Option<String>,
     pub mentions: Option<String>,
-    pub status: String,
+    pub status: MessageStatus,
     pub error: Option<String>,
     #[serde(deserialize_with = "super::json_flag")]
     pub edited: bool,

@@ -154,7 +154,7 @@ impl Message {
             media,
             quoted_message_id: m.quoted_message_id,
             mentions: m.mentions.and_then(|s| serde_json::from_str(&s).ok()),
-            status: m.status,
+            status: m.status.as_str().to_owned(),
             error: m.error,
             edited: m.edited,
             deleted: m.deleted,

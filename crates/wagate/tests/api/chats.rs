@@ -304,9 +304,9 @@ dual!(async fn chat_settings_changed_through_the_api_reach_the_phone(backend) {
     app.patch(&format!("/api/v1/sessions/{sid}/chats/{dm}"), json!({"archived": false})).await.expect(200);
     // The session connects: the queue is sent, then empty.
     let client = app.engine.connect(&sid);
-    let s: wagate::domain::SessionId = sid.parse().unwrap();
-    let sent = wagate::engine::settings_sync::push_pending(&app.store, &s, client.clone()).await;
-    assert_eq!(sent, 2);
+    crate::support::eventually(10, "the sender pushes the queue on connect", || async {
+        app.store.pending_chat_settings(&sid, 10).await.unwrap().is_empty()
+    }).await;
     let got = client.settings.lock().unwrap().clone();
     assert_eq!(got.len(), 2);
     assert!(got.contains(&(dm.to_string(), C::Archived(false))));

@@ -35,12 +35,12 @@ dual!(async fn status_only_moves_forward(backend) {
     let ids = vec!["S1".to_string()];
     assert_eq!(app.store.update_message_status(&sid, &chat, &ids, MessageStatus::Sent, None).await.unwrap(), 1);
     assert_eq!(app.store.update_message_status(&sid, &chat, &ids, MessageStatus::Read, None).await.unwrap(), 1);
-    assert_eq!(status().await, "read");
+    assert_eq!(status().await, MessageStatus::Read);
     assert_eq!(app.store.update_message_status(&sid, &chat, &ids, MessageStatus::Delivered, None).await.unwrap(), 0);
     assert_eq!(app.store.update_message_status(&sid, &chat, &ids, MessageStatus::Failed, Some("x")).await.unwrap(), 0);
-    assert_eq!(status().await, "read");
+    assert_eq!(status().await, MessageStatus::Read);
     assert_eq!(app.store.update_message_status(&sid, &chat, &ids, MessageStatus::Played, None).await.unwrap(), 1);
-    assert_eq!(status().await, "played");
+    assert_eq!(status().await, MessageStatus::Played);
     // Unknown chat or id: nothing happens, nothing fails.
     assert_eq!(app.store.update_message_status(&sid, &jid("999@s.whatsapp.net"), &ids, MessageStatus::Read, None).await.unwrap(), 0);
     let from_me = app.get(&format!("/api/v1/sessions/{sid}/chats/100@s.whatsapp.net")).await.json();

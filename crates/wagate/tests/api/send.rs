@@ -114,8 +114,14 @@ dual!(async fn without_a_client_sync_is_501_and_async_waits_for_the_connection(b
     let r = app.send(&sid, "?async=true", None, text).await;
     r.expect(202);
     assert_eq!(r.json()["status"], "pending");
+    let backlog = || async {
+        let text = String::from_utf8(app.call(Method::GET, "/metrics", None, None).await.body).unwrap();
+        text.lines().find_map(|l| l.strip_prefix("wagate_outbox_queued ").map(str::to_owned))
+    };
+    assert_eq!(backlog().await.as_deref(), Some("1"), "the backlog shows in /metrics");
     let client = app.engine.connect(&sid);
     eventually(10, "the queued message is sent once connected", || async { client.sent.lock().unwrap().len() == 1 }).await;
+    eventually(10, "the backlog is empty", || async { backlog().await.as_deref() == Some("0") }).await;
     let cid = "6281234567890@s.whatsapp.net";
     eventually(10, "its status is sent", || async {
         app.get(&format!("/api/v1/sessions/{sid}/chats/{cid}/messages")).await.json()["data"][0]["status"] == "sent"
@@ -168,7 +174,7 @@ dual!(async fn rate_limits_protect_the_number(backend) {
     // An async send is accepted and waits its turn.
     app.send(&sid, "?async=true", None, text).await.expect(202);
     eventually(10, "the sender holds it for the next minute", || async {
-        app.store.next_send(&sid).await.unwrap().is_some_and(|j| j.not_before > wagate::domain::now_ms() + 30_000)
+        app.store.next_sends(&sid, 1).await.unwrap().first().is_some_and(|j| j.not_before > wagate::domain::now_ms() + 30_000)
     }).await;
     assert_eq!(client.sent.lock().unwrap().len(), 2);
 });
@@ -265,7 +271,6 @@ dual!(async fn edit_revoke_react_and_forward_existing_messages(backend) {
     r.expect(202);
     assert_eq!(r.json()["body"], "second", "not applied before WhatsApp took it");
     app.engine.connect(&sid);
-    app.state.sender().wake();
     eventually(10, "the queued edit is applied", || async {
         app.get(&path).await.json()["body"] == "later"
     })
@@ -488,4 +493,83 @@ dual!(async fn a_name_of_a_loopback_address_is_refused_when_connecting(backend) 
     let text = e.to_string();
     assert!(text.contains("not a public address") && text.contains("media.url"), "{e}");
     assert_eq!(app.rows_of("messages", &sid).await, 0);
+});
+
+dual!(async fn a_panic_in_the_send_path_does_not_freeze_the_queue(backend) {
+    let app = TestApp::new(backend).await;
+    let sid = app.session().await;
+    let client = app.engine.connect(&sid);
+    client.panics.store(1, std::sync::atomic::Ordering::SeqCst);
+    let text = json!({"to": "6281234567890", "type": "text", "text": "first"});
+    app.send(&sid, "?async=true", None, text).await.expect(202);
+    eventually(10, "the send that met the panic goes out on a fresh worker", || async {
+        client.sent.lock().unwrap().len() == 1
+    }).await;
+    assert_eq!(client.panics.load(std::sync::atomic::Ordering::SeqCst), 0, "the panic happened");
+    // The queue keeps moving: a later send goes too, synchronously.
+    app.send(&sid, "", None, json!({"to": "6281234567890", "type": "text", "text": "second"})).await.expect(201);
+    let sent: Vec<String> = client.sent.lock().unwrap().iter().map(|m| match &m.content {
+        OutgoingContent::Text { body, .. } => body.clone(),
+        _ => String::new(),
+    }).collect();
+    assert_eq!(sent, ["first", "second"]);
+});
+
+/// Bytes the database takes on disk (SQLite: the file and its write-ahead log; PostgreSQL: the
+/// outbox table with its TOAST and indexes, after the vacuum autovacuum would run).
+async fn outbox_bytes(app: &TestApp) -> u64 {
+    match app.store.db() {
+        wagate::store::Db::Sqlite(_) => {
+            let url = &app.state.config().database_url;
+            let path = url.trim_start_matches("sqlite://").to_owned();
+            [path.clone(), format!("{path}-wal")]
+                .iter()
+                .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+                .sum()
+        }
+        wagate::store::Db::Postgres(p) => {
+            sqlx::query("VACUUM outgoing").execute(p).await.unwrap();
+            let n: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('outgoing')")
+                .fetch_one(p)
+                .await
+                .unwrap();
+            n as u64
+        }
+    }
+}
+
+// The same at full size (100 files of 5 MiB against the release build): bench/outbox.sh.
+dual!(async fn sent_attachments_leave_the_outbox_small(backend) {
+    const MIB: usize = 1 << 20;
+    const FILES: usize = 20;
+    let app = TestApp::builder().body_limit(2 * MIB).build(backend).await;
+    let sid = app.session().await;
+    let before = outbox_bytes(&app).await;
+    let file: Vec<u8> = (0..MIB as u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let (ctype, body) = form(&[("to", "6281234567890"), ("type", "document")], Some(("big.bin", None, &file)));
+    // The sends queue while the session is offline: the outbox holds every file (base64).
+    for _ in 0..FILES {
+        let r = app.raw(
+            Request::builder()
+                .method(Method::POST)
+                .uri(format!("/api/v1/sessions/{sid}/messages?async=true"))
+                .header(header::AUTHORIZATION, format!("Bearer {}", app.admin_key))
+                .header(header::CONTENT_TYPE, ctype.clone())
+                .body(Body::from(body.clone()))
+                .unwrap(),
+        ).await;
+        r.expect(202);
+    }
+    let queued = outbox_bytes(&app).await;
+    assert!(queued > before + (FILES * MIB) as u64, "the queue holds the files: {before} -> {queued}");
+    let client = app.engine.connect(&sid);
+    client.forget_files.store(true, std::sync::atomic::Ordering::SeqCst);
+    eventually(120, "all sent", || async { client.sent.lock().unwrap().len() == FILES }).await;
+    eventually(30, "every job settled", || async {
+        app.store.next_sends(&sid, 1).await.unwrap().is_empty()
+    }).await;
+    let after = outbox_bytes(&app).await;
+    assert!(after <= before + 3 * MIB as u64, "sent jobs keep their payload: {before} -> {queued} -> {after} bytes");
+    // The settled jobs stay (a retry by idempotency key is answered from them), without content.
+    assert_eq!(app.rows_of("outgoing", &sid).await, FILES as i64);
 });

@@ -58,11 +58,16 @@ fn wa_jid(j: &Jid) -> Result<whatsapp_rust::Jid, EngineError> {
         .map_err(|e| EngineError::Upstream(format!("unusable JID {j}: {e:?}")))
 }
 
-fn upstream(e: impl std::fmt::Display) -> EngineError {
-    if e.to_string().to_lowercase().contains("not connected") {
+/// The engine's error as the gateway's: "no connection" when any error in its chain says the
+/// transport is gone (by the engine's own classification of its typed errors), otherwise an
+/// upstream failure with the engine's message.
+fn upstream(e: impl Into<anyhow::Error>) -> EngineError {
+    use whatsapp_rust::ErrorChainExt as _;
+    let e: anyhow::Error = e.into();
+    if e.is_transport_unavailable() {
         EngineError::NotConnected
     } else {
-        EngineError::Upstream(e.to_string())
+        EngineError::Upstream(format!("{e:#}"))
     }
 }
 

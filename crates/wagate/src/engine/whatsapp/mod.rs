@@ -108,6 +108,8 @@ struct Inner {
     /// Writes of WhatsApp's changes that failed and were tried again, or given up.
     store_retries: AtomicU64,
     store_failures: AtomicU64,
+    /// Sessions as they connect (bounded; a receiver that lags looks at every session).
+    connections: tokio::sync::broadcast::Sender<SessionId>,
 }
 
 /// Runs sessions on WhatsApp (or, in a `simulator` build, on wa-sim).
@@ -131,6 +133,7 @@ impl WaEngine {
             media_waiting: Arc::default(),
             store_retries: AtomicU64::new(0),
             store_failures: AtomicU64::new(0),
+            connections: tokio::sync::broadcast::channel(1024).0,
         }))
     }
 
@@ -399,15 +402,8 @@ impl WaEngine {
         *lock(&run.qr) = None;
         run.settle();
         self.set_status(&sid, SessionStatus::Working, None).await;
-        let client: Arc<dyn LiveClient> = Arc::new(live::WaLive(run.client.clone()));
-        let store = self.0.store.clone();
-        let cancel = run.cancel.clone();
-        self.spawn(async move {
-            tokio::select! {
-                _ = super::settings_sync::push_pending(&store, &sid, client) => {}
-                _ = cancel.cancelled() => {}
-            }
-        });
+        // The sender pushes what waited for the connection (queued sends, chat settings).
+        let _ = self.0.connections.send(sid);
     }
 
     async fn on_logged_out(&self, sid: SessionId, why: &str) {
@@ -1119,6 +1115,10 @@ impl Engine for WaEngine {
         if let Some(r) = self.running(sid) {
             *lock(&r.settings) = None;
         }
+    }
+
+    fn connections(&self) -> tokio::sync::broadcast::Receiver<SessionId> {
+        self.0.connections.subscribe()
     }
 
     fn stats(&self) -> EngineStats {

@@ -44,7 +44,7 @@ fn as_record(s: &str, chat_id: i64, id: i64, m: &NewMessage, now: i64) -> Messag
         poll: m.poll.clone(),
         quoted_message_id: m.quoted_message_id.clone(),
         mentions: mentions_json(m),
-        status: m.status.as_str().to_owned(),
+        status: m.status,
         error: None,
         edited: false,
         deleted: false,

@@ -1,7 +1,7 @@
 // The durable outbox of messages to send (see migration 0006 and `store::outgoing`).
 
 use super::{Conn, Pool};
-use crate::store::outgoing::OutgoingRecord;
+use crate::store::outgoing::{OutgoingRecord, QueuedJob};
 
 const COLS: &str =
     "id, session_id, idempotency_key, request_hash, chat_jid, wa_message_id, message_id, \
@@ -31,7 +31,7 @@ pub async fn insert(conn: &mut Conn, r: &OutgoingRecord) -> sqlx::Result<()> {
     .bind(&r.wa_message_id)
     .bind(r.message_id)
     .bind(&r.content)
-    .bind(&r.state)
+    .bind(r.state)
     .bind(r.attempts)
     .bind(r.not_before)
     .bind(&r.error)
@@ -49,7 +49,7 @@ pub async fn get(pool: &Pool, id: &str) -> sqlx::Result<Option<OutgoingRecord>> 
         .await
 }
 
-/// Sessions with queued work.
+/// Sessions with queued work (the partial index `outgoing_queued` holds queued jobs only).
 pub async fn sessions_with_work(pool: &Pool, limit: i64) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar("SELECT DISTINCT session_id FROM outgoing WHERE state = 'queued' LIMIT $1")
         .bind(limit)
@@ -57,14 +57,46 @@ pub async fn sessions_with_work(pool: &Pool, limit: i64) -> sqlx::Result<Vec<Str
         .await
 }
 
-/// The session's oldest queued job: jobs go out in the order they were accepted.
-pub async fn head(pool: &Pool, s: &str) -> sqlx::Result<Option<OutgoingRecord>> {
-    sqlx::query_as::<_, OutgoingRecord>(&format!(
-        "SELECT {COLS} FROM outgoing WHERE session_id = $1 AND state = 'queued' ORDER BY created_at, id LIMIT 1"
-    ))
+/// The session's oldest queued jobs, without their content: jobs go out in the order they
+/// were accepted.
+pub async fn head(pool: &Pool, s: &str, limit: i64) -> sqlx::Result<Vec<QueuedJob>> {
+    sqlx::query_as::<_, QueuedJob>(
+        "SELECT id, chat_jid, wa_message_id, attempts, not_before,
+                CAST(LENGTH(content) AS BIGINT) AS content_len
+         FROM outgoing WHERE session_id = $1 AND state = 'queued'
+         ORDER BY created_at, id LIMIT $2",
+    )
     .bind(s)
-    .fetch_optional(pool)
+    .bind(limit)
+    .fetch_all(pool)
     .await
+}
+
+/// A queued job's content.
+pub async fn content(pool: &Pool, id: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT content FROM outgoing WHERE id = $1 AND state = 'queued'")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// When the session's last `n` messages left, newest first.
+pub async fn recent_sent(pool: &Pool, s: &str, n: i64) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar(
+        "SELECT sent_at FROM outgoing WHERE session_id = $1 AND sent_at IS NOT NULL
+         ORDER BY sent_at DESC LIMIT $2",
+    )
+    .bind(s)
+    .bind(n)
+    .fetch_all(pool)
+    .await
+}
+
+/// Jobs queued over all sessions.
+pub async fn queued_count(pool: &Pool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM outgoing WHERE state = 'queued'")
+        .fetch_one(pool)
+        .await
 }
 
 /// Sends accepted (queued or sent, not failed) since `since`, and the oldest of their times.
@@ -91,7 +123,8 @@ pub async fn sent_since(pool: &Pool, s: &str, since: i64) -> sqlx::Result<(i64, 
 }
 
 pub async fn mark_sent(pool: &Pool, id: &str, at: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE outgoing SET state = 'sent', sent_at = $2, attempts = attempts + 1, error = NULL WHERE id = $1")
+    sqlx::query("UPDATE outgoing SET state = 'sent', sent_at = $2, attempts = attempts + 1, error = NULL, content = ''
+         WHERE id = $1")
         .bind(id)
         .bind(at)
         .execute(pool)
@@ -124,7 +157,8 @@ pub async fn hold(pool: &Pool, id: &str, not_before: i64) -> sqlx::Result<()> {
 
 pub async fn mark_failed(pool: &Pool, id: &str, error: &str) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE outgoing SET state = 'failed', attempts = attempts + 1, error = $2 WHERE id = $1",
+        "UPDATE outgoing SET state = 'failed', attempts = attempts + 1, error = $2, content = ''
+         WHERE id = $1",
     )
     .bind(id)
     .bind(error)

@@ -33,6 +33,10 @@ pub struct ScriptedClient {
     pub send_failures: Mutex<Vec<SendError>>,
     /// "WhatsApp's media servers": files by direct path.
     pub media: Mutex<HashMap<String, Vec<u8>>>,
+    /// The next this many sends panic (a bug in the send path, injected).
+    pub panics: std::sync::atomic::AtomicUsize,
+    /// Keep no file bytes of sent attachments (tests that send hundreds of MiB).
+    pub forget_files: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -98,8 +102,35 @@ impl LiveClient for ScriptedClient {
     }
 
     async fn send_message(&self, msg: &OutgoingMessage) -> Result<SentAck, SendError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            panic!("injected panic in the send path");
+        }
         if let Some(e) = self.send_failures.lock().unwrap().pop() {
             return Err(e);
+        }
+        if self.forget_files.load(Ordering::SeqCst) {
+            let mut kept = msg.clone();
+            if let OutgoingContent::Media { data, .. } = &mut kept.content {
+                let n = data.len() as u64;
+                *data = Vec::new();
+                self.sent.lock().unwrap().push(kept);
+                return Ok(SentAck {
+                    timestamp: 1_700_000_000_000,
+                    media: Some(MediaRef {
+                        kind: "document".into(),
+                        direct_path: format!("/scripted/{}", msg.id),
+                        media_key: vec![1; 32],
+                        file_sha256: vec![2; 32],
+                        file_enc_sha256: vec![3; 32],
+                        file_length: n,
+                    }),
+                });
+            }
         }
         self.sent.lock().unwrap().push(msg.clone());
         let media = match &msg.content {
@@ -155,6 +186,7 @@ pub struct ScriptedEngine {
     /// Sessions `start` was called for.
     pub started: Mutex<Vec<SessionId>>,
     pub stopped: Mutex<Vec<SessionId>>,
+    connections: tokio::sync::broadcast::Sender<SessionId>,
 }
 
 impl ScriptedEngine {
@@ -164,6 +196,7 @@ impl ScriptedEngine {
             clients: Mutex::default(),
             started: Mutex::default(),
             stopped: Mutex::default(),
+            connections: tokio::sync::broadcast::channel(64).0,
         }
     }
 
@@ -179,6 +212,7 @@ impl ScriptedEngine {
             .lock()
             .unwrap()
             .insert(sid.parse().unwrap(), c.clone());
+        let _ = self.connections.send(sid.parse().unwrap());
         c
     }
 }
@@ -248,5 +282,9 @@ impl Engine for ScriptedEngine {
             .unwrap()
             .get(session)
             .map(|c| c.clone() as Arc<dyn LiveClient>)
+    }
+
+    fn connections(&self) -> tokio::sync::broadcast::Receiver<SessionId> {
+        self.connections.subscribe()
     }
 }
