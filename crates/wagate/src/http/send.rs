@@ -381,8 +381,8 @@ pub struct SendMessageForm {
     /// `image`, `video`, `audio`, `document` or `sticker`.
     #[schema(rename = "type")]
     kind: MediaKind,
-    /// The file; its part's `Content-Type` is its MIME type unless `mimetype` is given.
-    #[schema(value_type = String, format = Binary)]
+    /// The file (not empty); its part's `Content-Type` is its MIME type unless `mimetype` is given.
+    #[schema(value_type = String, format = Binary, min_length = 1)]
     file: Vec<u8>,
     /// Its MIME type, not only spaces; default: the file part's `Content-Type`, else
     /// `application/octet-stream`.
