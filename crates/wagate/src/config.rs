@@ -100,7 +100,7 @@ impl Default for Config {
             events_retention_days: 7,
             wa_url: WHATSAPP_URL.into(),
             max_connect_failures: 5,
-            resume_concurrency: 16,
+            resume_concurrency: 64,
             media_url_max_bytes: 64 * 1024 * 1024,
             media_url_timeout_secs: 30,
             media_url_allow_private: false,
