@@ -87,6 +87,11 @@ fn parameter_schema(path: &str, location: &str, name: &str) -> Value {
     }
 }
 
+/// Standard base64 with padding, as `base64::STANDARD` decodes it (the last character before
+/// the padding carries no stray bits).
+const BASE64_PATTERN: &str =
+    "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$";
+
 /// Shared schemas the parameters refer to.
 fn add_schemas(doc: &mut Value) {
     let schemas = doc["components"]["schemas"]
@@ -146,6 +151,46 @@ fn add_body_patterns(doc: &mut Value) {
         let target = if items { &mut field["items"] } else { field };
         target["pattern"] = json!(pattern);
     }
+    // A send's `type` decides which other field it needs, given and not null (what
+    // `content_of` refuses as "required for this type"); a text must not be blank.
+    let needs = |kinds: Value, field: &str, shape: Value| {
+        json!({
+            "if": {"properties": {"type": kinds}, "required": ["type"]},
+            "then": {"required": [field], "properties": {field: shape}},
+        })
+    };
+    let object = || json!({"type": "object"});
+    doc["components"]["schemas"]["SendMessage"]["allOf"] = json!([
+        needs(
+            json!({"const": "text"}),
+            "text",
+            json!({"type": "string", "pattern": "\\S"})
+        ),
+        needs(
+            json!({"enum": ["image", "video", "audio", "document", "sticker"]}),
+            "media",
+            object()
+        ),
+        needs(json!({"const": "location"}), "location", object()),
+        needs(json!({"const": "contact"}), "contact", object()),
+        needs(json!({"const": "poll"}), "poll", object()),
+    ]);
+    // A file is inline (`data`, standard base64 as the server decodes it, with its `mimetype`)
+    // or fetched (`url`), exactly one of them.
+    doc["components"]["schemas"]["MediaInput"]["oneOf"] = json!([
+        {
+            "required": ["data", "mimetype"],
+            "properties": {
+                "data": {"type": "string", "minLength": 4, "pattern": BASE64_PATTERN},
+                "mimetype": {"type": "string"},
+                "url": {"type": "null"},
+            },
+        },
+        {
+            "required": ["url"],
+            "properties": {"url": {"type": "string"}, "data": {"type": "null"}},
+        },
+    ]);
     // A form takes only its documented fields (the server names an unknown one in a 422), as
     // the JSON bodies do through `deny_unknown_fields`.
     doc["components"]["schemas"]["SendMessageForm"]["additionalProperties"] = json!(false);
@@ -300,6 +345,32 @@ pub fn complete(doc: &mut Value) {
 
 #[cfg(test)]
 mod tests {
+    /// The document's base64 pattern accepts exactly what the server's decoder takes.
+    #[test]
+    fn the_base64_pattern_is_the_decoders() {
+        use base64::Engine as _;
+        let re = regex::Regex::new(super::BASE64_PATTERN).unwrap();
+        let decodes = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).is_ok();
+        let alphabet = b"AQgwBRhxEIMUYcos048+/=";
+        let mut n = 0;
+        for len in 0..=8usize {
+            // Every string of this length over a small alphabet that covers the edge cases.
+            let total = alphabet.len().pow(len.min(4) as u32);
+            for k in 0..total {
+                let mut s = String::new();
+                let mut x = k;
+                for _ in 0..len.min(4) {
+                    s.push(alphabet[x % alphabet.len()] as char);
+                    x /= alphabet.len();
+                }
+                let s = format!("{}{s}", "AAAA".repeat(len / 4 * (len >= 4) as usize));
+                assert_eq!(re.is_match(&s), decodes(&s), "{s:?}");
+                n += 1;
+            }
+        }
+        assert!(n > 1000);
+    }
+
     #[test]
     fn every_parameter_has_a_rule_and_every_ref_resolves() {
         let doc = super::super::document();

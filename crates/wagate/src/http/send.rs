@@ -71,8 +71,8 @@ pub struct ContactInput {
     /// The name shown on the card, not only spaces.
     #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
     pub display_name: String,
-    /// A vCard 3.0 text (`BEGIN:VCARD` ... `END:VCARD`).
-    #[schema(min_length = 1, max_length = 65536)]
+    /// A vCard 3.0 text (`BEGIN:VCARD` ... `END:VCARD`; it must contain `BEGIN:VCARD`).
+    #[schema(min_length = 1, max_length = 65536, pattern = "BEGIN:VCARD")]
     pub vcard: String,
 }
 
