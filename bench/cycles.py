@@ -17,7 +17,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from simgw import GW, pair, req, start_gateway, start_sim, wait  # noqa: E402
+from simgw import GW, pair, req, start_gateway, start_sim, stop, wait  # noqa: E402
 from sessions import settle  # noqa: E402
 
 
@@ -62,9 +62,7 @@ def main():
         if i % 50 == 0 or i == cycles:
             row(i)
     took = time.time() - t0
-    gw.terminate()
-    gw.wait(timeout=60)
-    sim.terminate()
+    stop(gw, sim)
     sim.wait(timeout=30)
     print()
     print(f"{cycles} stop/start cycles of one paired session in {took:.0f} s")

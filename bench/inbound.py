@@ -18,7 +18,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from simgw import GW, SIM, cpu_seconds, pair, req, start_gateway, start_sim, wait  # noqa: E402
+from simgw import GW, SIM, cpu_seconds, pair, req, start_gateway, start_sim, stop, wait  # noqa: E402
 
 
 def stored(key, sids):
@@ -76,9 +76,7 @@ def main():
     print(f"gateway CPU {gw_cpu:.1f} s ({n / gw_cpu:,.0f} messages per gateway CPU-second), "
           f"simulator CPU {sim_cpu:.1f} s")
     print(f"`message` events in the feed: {events} (expected {total})")
-    gw.terminate()
-    gw.wait(timeout=60)
-    sim.terminate()
+    stop(gw, sim)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from simgw import GW, SIM, pair, req, start_gateway, start_sim, wait  # noqa: E402
+from simgw import GW, SIM, pair, req, start_gateway, start_sim, stop, wait  # noqa: E402
 
 
 def db_bytes(data):
@@ -75,9 +75,7 @@ def main():
     print(f"| files | file size | database before | while queued | after all sent | sent in |")
     print(f"|---:|---:|---:|---:|---:|---:|")
     print(f"| {files} | {mib} MiB | {mb(before)} | {mb(queued)} | {mb(after)} | {time.time() - t0:.1f} s |")
-    gw.terminate()
-    gw.wait(timeout=60)
-    sim.terminate()
+    stop(gw, sim)
 
 
 if __name__ == "__main__":

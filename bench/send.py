@@ -17,7 +17,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from simgw import GW, SIM, cpu_seconds, pair, req, start_gateway, start_sim, wait  # noqa: E402
+from simgw import GW, SIM, cpu_seconds, pair, req, start_gateway, start_sim, stop, wait  # noqa: E402
 
 
 def pct(xs, p):
@@ -123,9 +123,7 @@ def main():
             print(f"| {sessions} | {mode} | {n} | {clients} | {accepted:.2f} s | {done:.2f} s | "
                   f"{n / done:,.0f} | {pct(lat, 0.5):.1f} ms | {pct(lat, 0.99):.1f} ms | {cpu:.1f} s | "
                   f"{cpu / n * 1000:.2f} ms |", flush=True)
-    gw.terminate()
-    gw.wait(timeout=60)
-    sim.terminate()
+    stop(gw, sim)
 
 
 if __name__ == "__main__":

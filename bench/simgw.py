@@ -88,3 +88,10 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stop(gw, sim):
+    """Ends the gateway (graceful: it stops its sessions and tasks) and then the simulator."""
+    gw.terminate()
+    gw.wait(timeout=60)
+    sim.terminate()

@@ -812,12 +812,9 @@ impl Accepted {
 /// How long before the request's deadline a synchronous wait gives up, to answer 202 in time.
 const ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The job as stored now, without its content.
+/// The job as stored now (the store reads it without its content).
 async fn settled_job(st: &AppState, id: &str) -> ApiResult<Option<OutgoingRecord>> {
-    Ok(st.store().outgoing(id).await?.map(|mut j| {
-        j.content = String::new();
-        j
-    }))
+    Ok(st.store().outgoing(id).await?)
 }
 
 /// 429 when the session's per-minute or per-hour send rate is used up.

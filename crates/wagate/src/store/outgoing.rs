@@ -86,6 +86,7 @@ impl Store {
         Ok(on_db!(self, ingest::enqueue_send(job, msg))?)
     }
 
+    /// A job by id, without its content.
     pub async fn outgoing(&self, id: &str) -> anyhow::Result<Option<OutgoingRecord>> {
         Ok(on_db!(self, outgoing::get(id))?)
     }

@@ -3,9 +3,11 @@
 use super::{Conn, Pool};
 use crate::store::outgoing::{OutgoingRecord, QueuedJob};
 
+/// Every column but the content, which reads of a job by id or key never need (a queued
+/// attachment is megabytes): it comes back empty; the sender reads it with [`content`].
 const COLS: &str =
     "id, session_id, idempotency_key, request_hash, chat_jid, wa_message_id, message_id, \
-    content, state, attempts, not_before, error, created_at, sent_at";
+    '' AS content, state, attempts, not_before, error, created_at, sent_at";
 
 pub async fn by_key(conn: &mut Conn, s: &str, key: &str) -> sqlx::Result<Option<OutgoingRecord>> {
     sqlx::query_as::<_, OutgoingRecord>(&format!(
