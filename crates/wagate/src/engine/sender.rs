@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use super::send::{OutgoingContent, OutgoingMessage, SendError};
 use super::{ChatPresence, Engine, LiveClient};
 use crate::domain::{now_ms, Jid, SessionId};
+use crate::store::ingest::{JobEnd, Receipt};
 use crate::store::outgoing::QueuedJob;
 use crate::store::{ChangeKind, MessageChange, MessageStatus, RecordOptions, SessionRecord, Store};
 
@@ -524,26 +525,27 @@ async fn step(
                     .set_media_ref(s, &job.wa_message_id, &media.to_json())
                     .await?;
             }
-            // The stored copy first, then the job: whoever sees the job settled sees the
-            // message's new status (or the edit, the revoke) too.
-            if let Some(change) = change_of(&to, &msg.content) {
-                store
-                    .record_inbound(s, &[], &[change], RecordOptions::default())
-                    .await?;
-            } else {
-                store
-                    .update_message_status(
-                        s,
-                        &to,
-                        std::slice::from_ref(&job.wa_message_id),
-                        MessageStatus::Sent,
-                        None,
-                    )
-                    .await?;
-            }
-            drop(msg);
+            // The stored copy and the job in one transaction: whoever sees the job settled
+            // sees the message's new status (or the edit, the revoke) too.
             let at = now_ms();
-            store.send_done(&job.id, at, job.content_len).await?;
+            let receipt = match change_of(&to, &msg.content) {
+                Some(change) => {
+                    store
+                        .record_inbound(s, &[], &[change], RecordOptions::default())
+                        .await?;
+                    None
+                }
+                None => Some(Receipt {
+                    chat: to.clone(),
+                    ids: vec![job.wa_message_id.clone()],
+                    status: MessageStatus::Sent,
+                    error: None,
+                }),
+            };
+            drop(msg);
+            store
+                .settle_send(s, &job.id, JobEnd::Sent { at }, receipt, job.content_len)
+                .await?;
             window.push(at);
             inner.settled(&job.id);
             Ok(None)
@@ -597,19 +599,23 @@ async fn fail(
     error: &str,
 ) -> anyhow::Result<()> {
     tracing::warn!(session = s, job = job.id, error, "send failed");
+    let receipt = Receipt {
+        chat: to.clone(),
+        ids: vec![job.wa_message_id.clone()],
+        status: MessageStatus::Failed,
+        error: Some(error.to_owned()),
+    };
     inner
         .store
-        .update_message_status(
+        .settle_send(
             s,
-            to,
-            std::slice::from_ref(&job.wa_message_id),
-            MessageStatus::Failed,
-            Some(error),
+            &job.id,
+            JobEnd::Failed {
+                error: error.to_owned(),
+            },
+            Some(receipt),
+            job.content_len,
         )
-        .await?;
-    inner
-        .store
-        .send_failed(&job.id, error, job.content_len)
         .await?;
     inner.settled(&job.id);
     Ok(())

@@ -115,6 +115,38 @@ pub struct Receipt {
     pub error: Option<String>,
 }
 
+/// How an outbox job ends, recorded in the same transaction as its message's new status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum JobEnd {
+    /// WhatsApp's server took it at `at` (epoch ms).
+    Sent { at: i64 },
+    /// It will not be sent.
+    Failed { error: String },
+}
+
+/// One caller's writes to a session's stored copy, applied in one transaction (on SQLite
+/// possibly shared with other callers' jobs, see [`Store::record_queued`]): new messages,
+/// then changes to stored ones, then status changes, then the end of an outbox job.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WriteJob {
+    pub session: String,
+    pub msgs: Vec<NewMessage>,
+    pub changes: Vec<MessageChange>,
+    pub opts: RecordOptions,
+    pub receipts: Vec<Receipt>,
+    /// An outbox job (by id) and how it ended.
+    pub settle: Option<(String, JobEnd)>,
+}
+
+/// What a [`WriteJob`] did.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WriteOutcome {
+    /// One per new message, in order (empty when the session does not exist).
+    pub recorded: Vec<Recorded>,
+    /// Messages whose status the receipts moved.
+    pub statuses: u64,
+}
+
 /// What WhatsApp says about a chat: from history sync, or a change made on the phone
 /// (archive, pin, mute, mark read, delete). `None` fields stay as they are.
 #[derive(Debug, Clone)]
@@ -298,18 +330,30 @@ impl Store {
                 }
             }
         }
-        let recorded = match &self.inbound_queue {
-            Some(queue) => {
-                self.record_queued(queue, session, msgs, changes, opts)
-                    .await?
-            }
-            None => {
-                let _w = self.write_gate().await;
-                on_db!(self, ingest::messages(session, msgs, changes, opts))?
-            }
-        };
+        let recorded = self
+            .write(WriteJob {
+                session: session.to_owned(),
+                msgs: msgs.to_vec(),
+                changes: changes.to_vec(),
+                opts,
+                ..WriteJob::default()
+            })
+            .await?
+            .recorded;
         self.forget_media(&files).await;
         Ok(recorded)
+    }
+
+    /// Applies one caller's writes in one transaction: on SQLite through the shared writer
+    /// (see [`Store::record_queued`]), on PostgreSQL directly.
+    pub(crate) async fn write(&self, job: WriteJob) -> anyhow::Result<WriteOutcome> {
+        match &self.inbound_queue {
+            Some(queue) => self.record_queued(queue, job).await,
+            None => {
+                let _w = self.write_gate().await;
+                Ok(on_db!(self, ingest::apply(&job))?)
+            }
+        }
     }
 
     /// SQLite's group commit: the caller queues its job and waits for its result; one writer
@@ -321,19 +365,10 @@ impl Store {
     async fn record_queued(
         &self,
         queue: &Arc<InboundQueue>,
-        session: &str,
-        msgs: &[NewMessage],
-        changes: &[MessageChange],
-        opts: RecordOptions,
-    ) -> anyhow::Result<Vec<Recorded>> {
+        job: WriteJob,
+    ) -> anyhow::Result<WriteOutcome> {
         let (done, result) = tokio::sync::oneshot::channel();
-        lock(&queue.jobs).push(QueuedInbound {
-            session: session.to_owned(),
-            msgs: msgs.to_vec(),
-            changes: changes.to_vec(),
-            opts,
-            done,
-        });
+        lock(&queue.jobs).push(QueuedInbound { job, done });
         if !queue.writer.swap(true, Ordering::AcqRel) {
             let (store, queue) = (self.clone(), queue.clone());
             tokio::spawn(async move { store.inbound_writer(queue).await });
@@ -381,18 +416,10 @@ impl Store {
         let started = std::time::Instant::now();
         let n_jobs = jobs.len();
         let shared = {
-            let batch: Vec<sql::sqlite::ingest::InboundJob<'_>> = jobs
-                .iter()
-                .map(|j| sql::sqlite::ingest::InboundJob {
-                    session: &j.session,
-                    msgs: &j.msgs,
-                    changes: &j.changes,
-                    opts: j.opts,
-                })
-                .collect();
+            let batch: Vec<&WriteJob> = jobs.iter().map(|j| &j.job).collect();
             match (&self.writer, self.db()) {
                 (Some(pool), _) | (None, Db::Sqlite(pool)) => {
-                    sql::sqlite::ingest::messages_batch(pool, &batch).await
+                    sql::sqlite::ingest::apply_batch(pool, &batch).await
                 }
                 (None, Db::Postgres(_)) => unreachable!("only SQLite queues inbound messages"),
             }
@@ -412,12 +439,9 @@ impl Store {
                 if jobs.len() > 1 {
                     tracing::debug!(error = %e, jobs = jobs.len(), "shared ingest failed; committing each job alone");
                 }
-                for job in jobs {
-                    let r = on_db!(
-                        self,
-                        ingest::messages(&job.session, &job.msgs, &job.changes, job.opts)
-                    );
-                    let _ = job.done.send(r);
+                for QueuedInbound { job, done } in jobs {
+                    let r = on_db!(self, ingest::apply(&job));
+                    let _ = done.send(r);
                 }
             }
         }
@@ -428,8 +452,14 @@ impl Store {
         if r.ids.is_empty() {
             return Ok(0);
         }
-        let _w = self.write_gate().await;
-        Ok(on_db!(self, ingest::receipt(session, r))?)
+        Ok(self
+            .write(WriteJob {
+                session: session.to_owned(),
+                receipts: vec![r.clone()],
+                ..WriteJob::default()
+            })
+            .await?
+            .statuses)
     }
 
     /// [`Store::record_receipt`] in the shape of the old call.
@@ -763,13 +793,10 @@ pub(crate) struct InboundQueue {
     writer: AtomicBool,
 }
 
-/// A caller's inbound job waiting for SQLite's write gate (see `Store::record_inbound`).
+/// A caller's job waiting for SQLite's write gate (see `Store::write`).
 pub(crate) struct QueuedInbound {
-    session: String,
-    msgs: Vec<NewMessage>,
-    changes: Vec<MessageChange>,
-    opts: RecordOptions,
-    done: tokio::sync::oneshot::Sender<sqlx::Result<Vec<Recorded>>>,
+    job: WriteJob,
+    done: tokio::sync::oneshot::Sender<sqlx::Result<WriteOutcome>>,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

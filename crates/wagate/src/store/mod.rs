@@ -147,7 +147,10 @@ impl Store {
                     .synchronous(SqliteSynchronous::Normal)
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_secs(10));
+                // A file needs no liveness check before each use: sqlx's default ping on
+                // acquire is one more hand-off to the connection's thread per statement.
                 let pool = SqlitePoolOptions::new()
+                    .test_before_acquire(false)
                     .max_connections(max)
                     .min_connections(0)
                     .acquire_timeout(Duration::from_secs(10))
@@ -156,6 +159,7 @@ impl Store {
                     .context("opening the SQLite database")?;
                 writer = Some(
                     SqlitePoolOptions::new()
+                        .test_before_acquire(false)
                         .max_connections(1)
                         .min_connections(0)
                         .acquire_timeout(Duration::from_secs(30))

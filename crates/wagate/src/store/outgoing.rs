@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
-use super::ingest::NewMessage;
+use super::ingest::{JobEnd, NewMessage, Receipt, WriteJob};
 use super::{on_db, Store};
 
 /// Where a send job is: waiting in the outbox, or settled one way or the other. Stored as its
@@ -129,14 +129,26 @@ impl Store {
         Ok(on_db!(self, outgoing::sent_since(session, since))?)
     }
 
-    /// Settles a job as sent and drops its content. `freed` is the content's size: a large
-    /// one gives its pages back to the file system at once (SQLite), so a queue of
+    /// Settles a job as sent or failed, drops its content and moves its message's status
+    /// (`receipt`: sent, or failed with the error) in the same transaction, so whoever sees
+    /// the job settled sees the message's new status too. `freed` is the content's size: a
+    /// large one gives its pages back to the file system at once (SQLite), so a queue of
     /// attachments does not leave the database file at its high-water mark.
-    pub async fn send_done(&self, id: &str, at: i64, freed: i64) -> anyhow::Result<()> {
-        {
-            let _w = self.write_gate().await;
-            on_db!(self, outgoing::mark_sent(id, at))?;
-        }
+    pub(crate) async fn settle_send(
+        &self,
+        session: &str,
+        job: &str,
+        end: JobEnd,
+        receipt: Option<Receipt>,
+        freed: i64,
+    ) -> anyhow::Result<()> {
+        self.write(WriteJob {
+            session: session.to_owned(),
+            receipts: receipt.into_iter().collect(),
+            settle: Some((job.to_owned(), end)),
+            ..WriteJob::default()
+        })
+        .await?;
         if freed >= RECLAIM_AFTER {
             self.reclaim_free_pages().await;
         }
@@ -151,18 +163,6 @@ impl Store {
     pub async fn send_hold(&self, id: &str, not_before: i64) -> anyhow::Result<()> {
         let _w = self.write_gate().await;
         Ok(on_db!(self, outgoing::hold(id, not_before))?)
-    }
-
-    /// Settles a job as failed and drops its content (see [`Store::send_done`]).
-    pub async fn send_failed(&self, id: &str, error: &str, freed: i64) -> anyhow::Result<()> {
-        {
-            let _w = self.write_gate().await;
-            on_db!(self, outgoing::mark_failed(id, error))?;
-        }
-        if freed >= RECLAIM_AFTER {
-            self.reclaim_free_pages().await;
-        }
-        Ok(())
     }
 
     /// Jobs waiting in the outbox, over every session (for `/metrics`).

@@ -47,6 +47,44 @@ dual!(async fn status_only_moves_forward(backend) {
     assert_eq!(from_me["unreadCount"], 0, "own messages are not unread");
 });
 
+dual!(async fn receipts_of_many_sessions_at_once_each_move_their_message(backend) {
+    // On SQLite these share transactions of the group-commit writer: each must still count
+    // its own messages and write its own event, and a receipt may name a chat by its other
+    // address (a DM stored under the phone number, acknowledged by the LID).
+    let app = TestApp::new(backend).await;
+    let mut sids = Vec::new();
+    for i in 0..8 {
+        let sid = app.session().await;
+        let dm = jid(&format!("62811000000{i}@s.whatsapp.net"));
+        app.store.record_chat(&sid, &ChatSettings { chat_alt: Some(jid(&format!("77{i}@lid"))), ..ChatSettings::new(dm.clone()) }).await.unwrap();
+        let mut m = text(&dm.to_string(), &format!("R{i}"), true, 1_000);
+        m.status = MessageStatus::Pending;
+        app.store.record_message(&sid, m, RecordOptions::default()).await.unwrap();
+        sids.push((sid, dm, jid(&format!("77{i}@lid"))));
+    }
+    let after = app.get("/api/v1/events?limit=1000").await.json()["next"].as_i64().unwrap_or(0);
+    let moved = futures::future::join_all(sids.iter().enumerate().map(|(i, (sid, dm, lid))| {
+        let store = app.store.clone();
+        async move {
+            let by = if i % 2 == 0 { dm } else { lid };
+            let ids = vec![format!("R{i}")];
+            let a = store.update_message_status(sid, by, &ids, MessageStatus::Delivered, None).await.unwrap();
+            let b = store.update_message_status(sid, by, &ids, MessageStatus::Delivered, None).await.unwrap();
+            (a, b)
+        }
+    }))
+    .await;
+    assert_eq!(moved, vec![(1, 0); 8], "each receipt moves its own message once");
+    for (i, (sid, dm, _)) in sids.iter().enumerate() {
+        let m = app.store.get_message(sid, dm, &format!("R{i}")).await.unwrap().unwrap();
+        assert_eq!(m.status, MessageStatus::Delivered);
+    }
+    let v = app.get(&format!("/api/v1/events?after={after}&event=message.status&limit=100")).await.json();
+    let mut seen: Vec<String> = v["data"].as_array().unwrap().iter().map(|e| e["payload"]["waMessageId"].as_str().unwrap().to_owned()).collect();
+    seen.sort();
+    assert_eq!(seen, (0..8).map(|i| format!("R{i}")).collect::<Vec<_>>(), "one message.status event per moved message");
+});
+
 dual!(async fn upsert_chat_takes_whatsapp_state_and_history_does_not_count_unread(backend) {
     let app = TestApp::new(backend).await;
     let sid = app.session().await;

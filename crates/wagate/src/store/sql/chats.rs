@@ -40,6 +40,19 @@ pub async fn find_id(conn: &mut Conn, s: &str, jid: &str) -> sqlx::Result<Option
     .await
 }
 
+/// A chat's id and JID, found by its JID or one of its other addresses.
+pub async fn find(conn: &mut Conn, s: &str, jid: &str) -> sqlx::Result<Option<(i64, String)>> {
+    sqlx::query_as(
+        "SELECT id, jid FROM chats WHERE session_id = $1 AND jid = $2
+         UNION ALL SELECT c.id, c.jid FROM chat_aliases a JOIN chats c ON c.id = a.chat_id
+         WHERE a.session_id = $1 AND a.jid = $2 LIMIT 1",
+    )
+    .bind(s)
+    .bind(jid)
+    .fetch_optional(conn)
+    .await
+}
+
 pub async fn by_id(conn: &mut Conn, id: i64) -> sqlx::Result<Option<ChatRecord>> {
     sqlx::query_as::<_, ChatRecord>(&format!("SELECT {CHAT_COLS} FROM chats WHERE id = $1"))
         .bind(id)

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use super::{Conn, Pool, Tx};
 use crate::domain::Jid;
 use crate::store::ingest::{
-    ChatSettings, GroupInfo, GroupMember, HistoryCounts, HistoryPart, MessageChange, NewMessage,
-    ParticipantChange, PersonNames, Receipt, RecordOptions, Recorded,
+    ChatSettings, GroupInfo, GroupMember, HistoryCounts, HistoryPart, NewMessage,
+    ParticipantChange, PersonNames, Receipt, RecordOptions, WriteJob, WriteOutcome,
 };
 use crate::store::outbox::{kind, Outbox, Touched};
 use crate::store::records::{ChatPatch, ChatRecord};
@@ -63,21 +63,11 @@ async fn close(mut tx: Tx, s: &str, t: Touched, out: Outbox) -> sqlx::Result<()>
     tx.commit().await
 }
 
-/// One caller's inbound messages and changes (see [`messages`]).
-pub struct InboundJob<'a> {
-    pub session: &'a str,
-    pub msgs: &'a [NewMessage],
-    pub changes: &'a [MessageChange],
-    pub opts: RecordOptions,
-}
-
-/// Several callers' inbound messages in one transaction. The jobs of one session (with the same
-/// options) are recorded together, as one batch in job order, each job's changes after them;
-/// a job of a session that no longer exists records nothing. Returns each job's rows.
-pub async fn messages_batch(
-    pool: &Pool,
-    jobs: &[InboundJob<'_>],
-) -> sqlx::Result<Vec<Vec<Recorded>>> {
+/// Several callers' writes in one transaction (see `Store::write`). The messages of one
+/// session's jobs (with the same options) are recorded together, as one batch in job order;
+/// then each job's changes, receipts and outbox settlement, in job order. A job of a session
+/// that no longer exists writes nothing. Returns each job's outcome.
+pub async fn apply_batch(pool: &Pool, jobs: &[&WriteJob]) -> sqlx::Result<Vec<WriteOutcome>> {
     // Groups of jobs: same session and options, in the order each group first appears.
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
@@ -93,9 +83,10 @@ pub async fn messages_batch(
         }
     }
     // Each session once, in a fixed order (PostgreSQL locks them).
-    let mut sessions: Vec<&str> = jobs.iter().map(|j| j.session).collect();
+    let mut sessions: Vec<&str> = jobs.iter().map(|j| j.session.as_str()).collect();
     sessions.sort_unstable();
     sessions.dedup();
+    let any_messages = jobs.iter().any(|j| !j.msgs.is_empty());
     retrying!(
         async {
             let mut tx = super::begin(pool).await?;
@@ -107,7 +98,7 @@ pub async fn messages_batch(
             let live: Vec<(&Vec<usize>, &String, Vec<NewMessage>)> = groups
                 .iter()
                 .filter_map(|g| {
-                    let org = orgs.get(jobs[g[0]].session)?;
+                    let org = orgs.get(jobs[g[0]].session.as_str())?;
                     let msgs = g
                         .iter()
                         .flat_map(|&i| jobs[i].msgs.iter().cloned())
@@ -119,12 +110,12 @@ pub async fn messages_batch(
                 .iter()
                 .map(|(_, org, _)| (Touched::default(), Outbox::new(org.as_str())))
                 .collect();
-            let recorded = {
+            let recorded = if any_messages {
                 let mut parts: Vec<super::messages::Part<'_>> = live
                     .iter()
                     .zip(touched.iter_mut())
                     .map(|((g, _, msgs), (t, out))| super::messages::Part {
-                        session: jobs[g[0]].session,
+                        session: &jobs[g[0]].session,
                         msgs,
                         opts: jobs[g[0]].opts,
                         t,
@@ -132,20 +123,29 @@ pub async fn messages_batch(
                     })
                     .collect();
                 super::messages::record_parts(&mut tx, &mut parts).await?
+            } else {
+                vec![Vec::new(); live.len()]
             };
-            let mut results: Vec<Vec<Recorded>> = vec![Vec::new(); jobs.len()];
+            let mut results: Vec<WriteOutcome> = vec![WriteOutcome::default(); jobs.len()];
             // One outbox per organization, in the order the groups first name it.
             let mut outs: Vec<Outbox> = Vec::new();
             for (((group, _, _), (t, mut out)), recorded) in live.iter().zip(touched).zip(recorded)
             {
-                let s = jobs[group[0]].session;
+                let s = jobs[group[0]].session.as_str();
                 let mut recorded = recorded.into_iter();
                 for &i in group.iter() {
-                    results[i] = recorded.by_ref().take(jobs[i].msgs.len()).collect();
+                    results[i].recorded = recorded.by_ref().take(jobs[i].msgs.len()).collect();
                 }
                 for &i in group.iter() {
-                    for c in jobs[i].changes {
+                    let job = jobs[i];
+                    for c in &job.changes {
                         super::messages::change(&mut tx, s, c, &mut out).await?;
+                    }
+                    for r in &job.receipts {
+                        results[i].statuses += receipt(&mut tx, s, r, &mut out).await?;
+                    }
+                    if let Some((id, end)) = &job.settle {
+                        super::outgoing::settle(&mut tx, id, end).await?;
                     }
                 }
                 let out = with_touched(&mut tx, s, t, out).await?;
@@ -164,54 +164,29 @@ pub async fn messages_batch(
     )
 }
 
-pub async fn messages(
-    pool: &Pool,
-    s: &str,
-    msgs: &[NewMessage],
-    changes: &[MessageChange],
-    opts: RecordOptions,
-) -> sqlx::Result<Vec<Recorded>> {
-    let job = InboundJob {
-        session: s,
-        msgs,
-        changes,
-        opts,
-    };
-    Ok(messages_batch(pool, &[job])
-        .await?
-        .pop()
-        .unwrap_or_default())
+/// One caller's writes in a transaction of their own.
+pub async fn apply(pool: &Pool, job: &WriteJob) -> sqlx::Result<WriteOutcome> {
+    Ok(apply_batch(pool, &[job]).await?.pop().unwrap_or_default())
 }
 
-pub async fn receipt(pool: &Pool, s: &str, r: &Receipt) -> sqlx::Result<u64> {
-    retrying!(
-        async {
-            let Some((mut tx, mut out)) = open(pool, s).await? else {
-                return Ok(0);
-            };
-            let Some(chat_id) = super::chats::find_id(&mut tx, s, &r.chat.to_string()).await?
-            else {
-                return Ok(0);
-            };
-            let jid: String = sqlx::query_scalar("SELECT jid FROM chats WHERE id = $1")
-                .bind(chat_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            let n = super::messages::set_status(
-                &mut tx,
-                chat_id,
-                &jid,
-                &r.ids,
-                r.status,
-                r.error.as_deref(),
-                &mut out,
-            )
-            .await?;
-            close(tx, s, Touched::default(), out).await?;
-            Ok(n)
-        }
-        .await
+/// Moves the status of a receipt's messages forward; returns how many moved.
+async fn receipt(conn: &mut Conn, s: &str, r: &Receipt, out: &mut Outbox) -> sqlx::Result<u64> {
+    if r.ids.is_empty() {
+        return Ok(0);
+    }
+    let Some((chat_id, jid)) = super::chats::find(&mut *conn, s, &r.chat.to_string()).await? else {
+        return Ok(0);
+    };
+    super::messages::set_status(
+        conn,
+        chat_id,
+        &jid,
+        &r.ids,
+        r.status,
+        r.error.as_deref(),
+        out,
     )
+    .await
 }
 
 async fn apply_chat(

@@ -1,6 +1,7 @@
 // The durable outbox of messages to send (see migration 0006 and `store::outgoing`).
 
 use super::{Conn, Pool};
+use crate::store::ingest::JobEnd;
 use crate::store::outgoing::{OutgoingRecord, QueuedJob};
 
 /// Every column but the content, which reads of a job by id or key never need (a queued
@@ -124,13 +125,29 @@ pub async fn sent_since(pool: &Pool, s: &str, since: i64) -> sqlx::Result<(i64, 
     .await
 }
 
-pub async fn mark_sent(pool: &Pool, id: &str, at: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE outgoing SET state = 'sent', sent_at = $2, attempts = attempts + 1, error = NULL, content = ''
-         WHERE id = $1")
-        .bind(id)
-        .bind(at)
-        .execute(pool)
-        .await?;
+/// Settles a job (sent or failed) and drops its content.
+pub async fn settle(conn: &mut Conn, id: &str, end: &JobEnd) -> sqlx::Result<()> {
+    match end {
+        JobEnd::Sent { at } => {
+            sqlx::query(
+                "UPDATE outgoing SET state = 'sent', sent_at = $2, attempts = attempts + 1, error = NULL, content = ''
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(*at)
+            .execute(conn)
+            .await?;
+        }
+        JobEnd::Failed { error } => {
+            sqlx::query(
+                "UPDATE outgoing SET state = 'failed', attempts = attempts + 1, error = $2, content = '' WHERE id = $1",
+            )
+            .bind(id)
+            .bind(error)
+            .execute(conn)
+            .await?;
+        }
+    }
     Ok(())
 }
 
@@ -154,18 +171,6 @@ pub async fn hold(pool: &Pool, id: &str, not_before: i64) -> sqlx::Result<()> {
         .bind(not_before)
         .execute(pool)
         .await?;
-    Ok(())
-}
-
-pub async fn mark_failed(pool: &Pool, id: &str, error: &str) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE outgoing SET state = 'failed', attempts = attempts + 1, error = $2, content = ''
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(error)
-    .execute(pool)
-    .await?;
     Ok(())
 }
 
