@@ -684,6 +684,8 @@ pub struct Accepted {
     job: OutgoingRecord,
     sid: crate::domain::SessionId,
     watch: crate::engine::sender::JobWatch,
+    /// Stored by this request (not a retry of an earlier one).
+    created: bool,
 }
 
 /// Accepts outgoing work into the durable outbox. A message gets its stored row (status
@@ -767,7 +769,12 @@ pub async fn accept(
         // A retry waits for the first request's job.
         watch = st.sender().watch(&job.id);
     }
-    Ok(Accepted { job, sid, watch })
+    Ok(Accepted {
+        job,
+        sid,
+        watch,
+        created: enqueued.created,
+    })
 }
 
 impl Accepted {
@@ -794,7 +801,12 @@ impl Accepted {
         }
         // The watch was registered before the job was stored: a settle in between is not
         // missed, and a job settled before (a retry's) is seen by the look below.
-        let mut done = settled_job(st, &id).await?.filter(|j| j.state.is_settled());
+        // A job this request stored has not been settled before its watch.
+        let mut done = if self.created {
+            None
+        } else {
+            settled_job(st, &id).await?.filter(|j| j.state.is_settled())
+        };
         if done.is_none()
             && tokio::time::timeout_at(until, self.watch.settled())
                 .await
@@ -825,7 +837,7 @@ async fn check_rate(st: &AppState, session: &SessionRecord, now: i64) -> ApiResu
     ] {
         let (n, oldest) = st
             .store()
-            .sends_accepted_since(&session.id, now - window)
+            .sends_accepted_since(&session.id, now - window, limit.max(1))
             .await?;
         if n >= limit.max(1) {
             let wait_ms = (oldest.unwrap_or(now) + window - now).max(1000);

@@ -111,13 +111,15 @@ impl Store {
         Ok(on_db!(self, outgoing::recent_sent(session, n))?)
     }
 
-    /// Sends accepted (queued or sent) since `since`, and when the oldest of them was accepted.
+    /// Sends accepted (queued or sent) since `since`, counted up to `cap`, and when the
+    /// oldest of them was accepted.
     pub async fn sends_accepted_since(
         &self,
         session: &str,
         since: i64,
+        cap: i64,
     ) -> anyhow::Result<(i64, Option<i64>)> {
-        Ok(on_db!(self, outgoing::accepted_since(session, since))?)
+        Ok(on_db!(self, outgoing::accepted_since(session, since, cap))?)
     }
 
     /// Messages sent since `since`, and when the oldest of them left.

@@ -102,14 +102,23 @@ pub async fn queued_count(pool: &Pool) -> sqlx::Result<i64> {
         .await
 }
 
-/// Sends accepted (queued or sent, not failed) since `since`, and the oldest of their times.
-pub async fn accepted_since(pool: &Pool, s: &str, since: i64) -> sqlx::Result<(i64, Option<i64>)> {
+/// Sends accepted (queued or sent, not failed) since `since`, counted up to `cap`, and the
+/// oldest of their times. The cap keeps the check's cost at the limit it checks, not at the
+/// hour's traffic.
+pub async fn accepted_since(
+    pool: &Pool,
+    s: &str,
+    since: i64,
+    cap: i64,
+) -> sqlx::Result<(i64, Option<i64>)> {
     sqlx::query_as(
-        "SELECT COUNT(*), MIN(created_at) FROM outgoing
-         WHERE session_id = $1 AND created_at >= $2 AND state <> 'failed'",
+        "SELECT COUNT(*), MIN(created_at) FROM (SELECT created_at FROM outgoing
+         WHERE session_id = $1 AND created_at >= $2 AND state <> 'failed'
+         ORDER BY created_at LIMIT $3) AS w",
     )
     .bind(s)
     .bind(since)
+    .bind(cap)
     .fetch_one(pool)
     .await
 }
